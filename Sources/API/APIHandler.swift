@@ -1,0 +1,92 @@
+import FastCGI
+import JSON
+import Model
+import Store
+import Wakeup
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How many threads of this process are waiting for a job right now (bounded so waits never
+/// starve other requests).
+let activeWaiters = Atomic<Int>(0)
+
+/// The per-thread request handler: one SQLite connection and one wake-up socket per thread.
+public final class APIHandler: RequestHandler {
+    let config: APIConfig
+    let store: Store
+    let waiter: WakeupReceiver
+    let log: @Sendable (String) -> Void
+
+    public init(config: APIConfig, threadIndex: Int, log: @escaping @Sendable (String) -> Void) throws {
+        self.config = config
+        self.log = log
+        store = try Store(path: config.dbPath)
+        waiter = try WakeupReceiver(path: "\(config.runDir)/w/\(getpid())-\(threadIndex).sock")
+    }
+
+    public func handle(_ request: Request, _ ex: any Exchange) {
+        guard let segs = pathSegments(request.path) else {
+            return sendError(ex, APIError(.badRequest, "malformed percent-encoding in path"))
+        }
+        switch Router.shared.find(method: request.method, segments: segs) {
+        case .notFound:
+            sendError(ex, APIError(.notFound, "no route for \(request.method) \(request.path)"))
+        case .methodNotAllowed(let allowed):
+            sendError(ex, APIError(.methodNotAllowed, "method \(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))"),
+                      headers: [("Allow", allowed.joined(separator: ", "))])
+        case .matched(let route, let params):
+            do {
+                try route.handler(self, request, ex, params)
+            } catch let e as APIError {
+                sendError(ex, e)
+            } catch {
+                log("request \(request.requestID) \(request.method) \(request.path) failed: \(error)")
+                sendError(ex, APIError(.internalError, "internal error (request id \(request.requestID))"))
+            }
+        }
+    }
+
+    // MARK: responses
+
+    func send(_ ex: any Exchange, status: Int, _ body: JSONValue, headers: [(String, String)] = []) {
+        let bytes = JSON.serialize(body)
+        ex.writeHead(status: status, headers: [("Content-Type", "application/json"), ("Content-Length", String(bytes.count))] + headers)
+        ex.write(bytes)
+    }
+
+    func sendNoContent(_ ex: any Exchange, status: Int = 204) {
+        ex.writeHead(status: status, headers: [])
+    }
+
+    func sendError(_ ex: any Exchange, _ e: APIError, headers: [(String, String)] = []) {
+        send(ex, status: e.status, ["code": .string(e.code.rawValue), "message": .string(e.message)], headers: headers)
+    }
+
+    // MARK: jobs
+
+    /// Enqueues a job, wakes the Provisioner and waits (bounded) until the job is answered.
+    /// Returns the job, or nil when the bound passed (the job goes on and its result is visible later).
+    func runJob(_ kind: JobKind, target: String, payload: JSONValue = [:], wait seconds: Double? = nil) throws -> JobRecord? {
+        let limit = max(1, config.threads - 2)
+        let mayWait = activeWaiters.wrappingAdd(1, ordering: .relaxed).newValue <= limit
+        defer { activeWaiters.wrappingSubtract(1, ordering: .relaxed) }
+        waiter.drain()
+        let id = try store.enqueue(kind, target: target, payload: payload, waiter: mayWait ? waiter.path : nil)
+        wake(config.provisionerSocket)
+        guard mayWait else { return nil }
+        let deadline = Timestamp.monotonic() + (seconds ?? config.syncWaitSeconds)
+        while true {
+            if let j = try store.job(id: id), j.answered { return j }
+            let left = deadline - Timestamp.monotonic()
+            if left <= 0 { return nil }
+            waiter.wait(timeoutMs: Int32(min(left, 0.5) * 1000))
+        }
+    }
+
+    /// Throws the job's error when it failed.
+    func check(_ job: JobRecord) throws {
+        if job.state == .failed { throw job.error ?? APIError(.internalError, "job \(job.id) failed") }
+    }
+}

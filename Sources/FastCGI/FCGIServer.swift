@@ -1,0 +1,172 @@
+import CFCGI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A multi-threaded libfcgi responder on a Unix socket. `run()` blocks until SIGTERM/SIGINT, then
+/// stops accepting, lets in-flight requests finish and returns (libfcgi alone does not exit on
+/// SIGTERM: stack-probe.md §1, pitfall 5).
+public final class FCGIServer: Sendable {
+    public let socketPath: String
+    public let threads: Int
+    let factory: HandlerFactory
+    let log: @Sendable (String) -> Void
+
+    public init(socketPath: String, threads: Int, log: @escaping @Sendable (String) -> Void, factory: @escaping HandlerFactory) {
+        self.socketPath = socketPath
+        self.threads = max(1, threads)
+        self.factory = factory
+        self.log = log
+    }
+
+    public enum StartError: Error, CustomStringConvertible {
+        case socket(String)
+        public var description: String { if case .socket(let s) = self { return s }; return "" }
+    }
+
+    public func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        guard FCGX_Init() == 0 else { throw StartError.socket("FCGX_Init failed") }
+        guard socketPath.utf8.count < 100 else {
+            throw StartError.socket("socket path \(socketPath) is too long for a Unix socket (max ~100 bytes): choose a shorter HYPEMAN_RUN_DIR")
+        }
+        let fd = FCGX_OpenSocket(socketPath, 1024)
+        guard fd >= 0 else { throw StartError.socket("cannot listen on \(socketPath): \(String(cString: strerror(errno)))") }
+        // nginx workers run as another user: let them connect (the run directory guards access).
+        chmod(socketPath, 0o666)
+
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+
+        var tids: [pthread_t] = []
+        for i in 0..<threads {
+            let ctx = WorkerContext(server: self, index: i, listenFD: fd)
+            var tid = pthread_t()
+            let rc = pthread_create(&tid, nil, { raw in
+                guard let raw else { return nil }
+                let ctx = Unmanaged<WorkerContext>.fromOpaque(raw).takeRetainedValue()
+                ctx.server.workerLoop(ctx)
+                return nil
+            }, Unmanaged.passRetained(ctx).toOpaque())
+            if rc == 0 { tids.append(tid) }
+        }
+        log("listening on \(socketPath) with \(tids.count) threads")
+
+        var sig: Int32 = 0
+        sigwait(&set, &sig)
+        log("signal \(sig): shutting down")
+        FCGX_ShutdownPending()
+        shutdown(fd, Int32(SHUT_RDWR))
+        for t in tids { pthread_join(t, nil) }
+        close(fd)
+        unlink(socketPath)
+    }
+
+    final class WorkerContext: Sendable {
+        let server: FCGIServer
+        let index: Int
+        let listenFD: Int32
+        init(server: FCGIServer, index: Int, listenFD: Int32) {
+            self.server = server; self.index = index; self.listenFD = listenFD
+        }
+    }
+
+    func workerLoop(_ ctx: WorkerContext) {
+        let handler: any RequestHandler
+        do {
+            handler = try factory(ctx.index)
+        } catch {
+            log("worker \(ctx.index) failed to start: \(error)")
+            return
+        }
+        let req = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
+        defer { req.deallocate() }
+        FCGX_InitRequest(req, ctx.listenFD, 0)
+        while FCGX_Accept_r(req) >= 0 {
+            let request = Self.readRequest(req)
+            let ex = FCGIExchange(req)
+            handler.handle(request, ex)
+            ex.finishIfNeeded()
+            FCGX_Finish_r(req)
+        }
+        FCGX_Free(req, 1)
+    }
+
+    static func param(_ req: UnsafeMutablePointer<FCGX_Request>, _ name: String) -> String {
+        guard let p = FCGX_GetParam(name, req.pointee.envp) else { return "" }
+        return String(cString: p)
+    }
+
+    static func readRequest(_ req: UnsafeMutablePointer<FCGX_Request>) -> Request {
+        var uri = param(req, "REQUEST_URI")
+        if uri.isEmpty { uri = param(req, "DOCUMENT_URI") }
+        var path = uri, query = param(req, "QUERY_STRING")
+        if let q = uri.firstIndex(of: "?") {
+            path = String(uri[..<q])
+            query = String(uri[uri.index(after: q)...])
+        }
+        return Request(method: param(req, "REQUEST_METHOD"), path: path, query: query,
+                       contentType: param(req, "CONTENT_TYPE"), contentLength: Int(param(req, "CONTENT_LENGTH")) ?? 0,
+                       subject: param(req, "HTTP_X_AUTH_SUBJECT"), requestID: param(req, "HTTP_X_REQUEST_ID"))
+    }
+}
+
+/// libfcgi streams for one request; never escapes its worker thread.
+final class FCGIExchange: Exchange {
+    let req: UnsafeMutablePointer<FCGX_Request>
+    var headWritten = false
+    var broken = false
+
+    init(_ req: UnsafeMutablePointer<FCGX_Request>) { self.req = req }
+
+    func readBody(max: Int) -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: max)
+        let n = buf.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max) { FCGX_GetStr($0, Int32(max), req.pointee.`in`) }
+        }
+        if n <= 0 { return [] }
+        buf.removeLast(max - Int(n))
+        return buf
+    }
+
+    func writeHead(status: Int, headers: [(String, String)]) {
+        guard !headWritten else { return }
+        headWritten = true
+        var head = "Status: \(status) \(reasonPhrase(status))\r\n"
+        for (k, v) in headers {
+            // Header injection guard: no CR/LF in names or values.
+            if k.contains(where: { $0 == "\r" || $0 == "\n" }) || v.contains(where: { $0 == "\r" || $0 == "\n" }) { continue }
+            head += "\(k): \(v)\r\n"
+        }
+        head += "\r\n"
+        write(Array(head.utf8))
+    }
+
+    @discardableResult
+    func write(_ bytes: [UInt8]) -> Bool {
+        if broken { return false }
+        if bytes.isEmpty { return true }
+        let n = bytes.withUnsafeBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { FCGX_PutStr($0, Int32(b.count), req.pointee.out) }
+        }
+        if n < 0 { broken = true }
+        return !broken
+    }
+
+    @discardableResult
+    func flush() -> Bool {
+        if broken { return false }
+        if FCGX_FFlush(req.pointee.out) < 0 || FCGX_GetError(req.pointee.out) != 0 { broken = true }
+        return !broken
+    }
+
+    func finishIfNeeded() {
+        if !headWritten {
+            writeHead(status: 500, headers: [("Content-Type", "application/json")])
+            write(Array(#"{"code":"internal_error","message":"no response"}"#.utf8))
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import Model
+import Store
+
+/// Wiring of the `hypeman-provisioner` executable: config, reconcile, the job runner, SIGTERM.
+public enum ProvisionerMain {
+    public static func run() {
+        let log = Log("prov")
+        let config: ProvisionerConfig
+        do { config = try ProvisionerConfig.fromEnvironment() } catch {
+            log.error("configuration error", ["error": "\(error)"])
+            exit(2)
+        }
+        let fm = FileManager.default
+        for d in [config.dataDir, config.runDir, config.guestsDir, config.volumesDir] {
+            try? fm.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+        // Block SIGTERM/SIGINT before any thread starts, so only the main thread's sigwait sees them.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        let instances = InstanceManager(config: config)
+        let images = makeImageService(config)
+        let handlers = JobHandlers(config: config, images: images, instances: instances)
+        let runner = JobRunner(config: config, handlers: handlers)
+        do {
+            let store = try Store(path: config.dbPath)
+            try Reconciler(config: config, instances: instances).run(store: store)
+            try runner.start()
+        } catch {
+            log.error("cannot start", ["error": "\(error)", "db": config.dbPath])
+            exit(1)
+        }
+        log.info("provisioner started", ["data_dir": config.dataDir, "workers": String(config.workers),
+                                         "builds": String(config.maxConcurrentBuilds),
+                                         "hypervisors": instances.drivers.isEmpty ? "none" : instances.drivers.joined(separator: ",")])
+        runner.poke()
+        var sig: Int32 = 0
+        sigwait(&set, &sig)
+        log.info("stopping: finishing running jobs", ["signal": String(sig)])
+        runner.stop()
+        log.info("stopped")
+        exit(0)
+    }
+}

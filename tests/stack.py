@@ -1,0 +1,277 @@
+"""Brings up the real stack on loopback: FastCGI workers, the Provisioner, nginx with our
+rendered config (HTTP + TLS), and optionally a local OCI registry with test images.
+
+Used by the pytest fixtures, by bench/, and by `python3 tests/stack.py up` (the README's run
+command). Everything lives in one short temp directory; nothing listens beyond 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bin_dir() -> Path:
+    env = os.environ.get("HYPEMAN_BIN_DIR")
+    if env:
+        return Path(env)
+    out = subprocess.run(["swift", "build", "--show-bin-path"], cwd=REPO, capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def mint_token(secret: str, sub: str | None = "tester", ttl: int = 3600, alg: str = "HS256", **extra) -> str:
+    header = {"alg": alg, "typ": "JWT"}
+    now = int(time.time())
+    claims = {"iat": now, "exp": now + ttl, **extra}
+    if sub is not None:
+        claims["sub"] = sub
+    h = b64url(json.dumps(header, separators=(",", ":")).encode())
+    p = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(alg, hashlib.sha256)
+    sig = b64url(hmac.new(secret.encode(), f"{h}.{p}".encode(), digest).digest()) if alg != "none" else ""
+    return f"{h}.{p}.{sig}"
+
+
+class Registry:
+    """Debian's docker-registry on 127.0.0.1 with our own config (its default listens everywhere)."""
+
+    def __init__(self, root: Path, port: int | None = None, htpasswd: str | None = None):
+        self.root = root
+        self.port = port or free_port()
+        self.htpasswd = htpasswd
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "Registry":
+        if not shutil.which("docker-registry"):
+            raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        cfg = self.root / "config.yml"
+        auth = ""
+        if self.htpasswd:
+            auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {self.htpasswd}\n"
+        cfg.write_text(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root}/data\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
+        )
+        log = open(self.root / "registry.log", "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=log, stderr=log)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"registry did not start; see {self.root}/registry.log")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Stack:
+    def __init__(self, workers: int = 2, threads: int = 16, registry: bool = True, bench: bool = False,
+                 http_port: int | None = None, env: dict | None = None, keep: bool = False):
+        self.dir = Path(tempfile.mkdtemp(prefix="hm-", dir="/tmp"))
+        self.dir.chmod(0o755)  # nginx workers (nobody) must reach the sockets
+        self.workers = workers
+        self.threads = threads
+        self.bench = bench
+        self.keep = keep
+        self.secret = base64.b64encode(os.urandom(24)).decode()
+        self.http_port = http_port or free_port()
+        self.https_port = free_port()
+        self.extra_env = env or {}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.registry = Registry(self.dir / "registry") if registry else None
+        self.bin = bin_dir()
+
+    # -- addresses and tokens
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "hypeman.db"
+
+    def token(self, sub: str | None = "tester", ttl: int = 3600) -> str:
+        return mint_token(self.secret, sub, ttl)
+
+    def env(self) -> dict:
+        e = dict(os.environ)
+        e.update({
+            "DATA_DIR": str(self.data_dir), "HYPEMAN_RUN_DIR": str(self.run_dir), "HYPEMAN_DB": str(self.db_path),
+            "JWT_SECRET": self.secret, "FCGI_THREADS": str(self.threads), "SYNC_WAIT_SECONDS": "60",
+            "PULL_RESOLVE_WAIT_SECONDS": "20",
+        })
+        if self.registry:
+            e["INSECURE_REGISTRIES"] = self.registry.hostport
+        e.update(self.extra_env)
+        return e
+
+    # -- lifecycle
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.dir / f"{name}.log", "ab")
+        p = subprocess.Popen(argv, env=env or self.env(), stdout=log, stderr=log, start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def _wait_socket(self, path: Path, what: str, timeout: float = 15) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if path.exists():
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"{what} did not come up ({path}); logs in {self.dir}")
+
+    def start(self) -> "Stack":
+        self.data_dir.mkdir(parents=True)
+        self.run_dir.mkdir(parents=True)
+        if self.registry:
+            self.registry.start()
+        self.start_provisioner()
+        for i in range(self.workers):
+            self.start_worker(i)
+        self._cert()
+        self._nginx()
+        self._wait_http()
+        return self
+
+    def start_provisioner(self) -> None:
+        self._spawn("provisioner", [str(self.bin / "hypeman-provisioner")])
+        self._wait_socket(self.run_dir / "provisioner.wake", "provisioner")
+
+    def start_worker(self, i: int) -> None:
+        env = self.env()
+        env["HYPEMAN_FCGI_SOCKET"] = str(self.run_dir / f"fcgi-{i}.sock")
+        self._spawn(f"fcgi-{i}", [str(self.bin / "hypeman-fcgi")], env)
+        self._wait_socket(self.run_dir / f"fcgi-{i}.sock", f"fastcgi worker {i}")
+
+    def _cert(self) -> None:
+        self.cert = self.dir / "tls.crt"
+        self.key = self.dir / "tls.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.key), "-out", str(self.cert)],
+                       check=True, capture_output=True)
+
+    def _nginx(self) -> None:
+        out = self.dir / "nginx"
+        out.mkdir()
+        env = self.env()
+        env.update({
+            "HYPEMAN_RUN_DIR": str(self.run_dir), "HYPEMAN_FCGI_WORKERS": str(self.workers),
+            "HYPEMAN_HTTP_LISTEN": f"127.0.0.1:{self.http_port}", "HYPEMAN_HTTPS_LISTEN": f"127.0.0.1:{self.https_port}",
+            "HYPEMAN_TLS_CERT": str(self.cert), "HYPEMAN_TLS_KEY": str(self.key), "HYPEMAN_SHARE_DIR": str(REPO),
+            "HYPEMAN_BENCH": "1" if self.bench else "0",
+        })
+        subprocess.run(["bash", str(REPO / "nginx" / "render.sh"), str(out)], env=env, check=True, capture_output=True)
+        self._spawn("nginx", ["nginx", "-p", str(out), "-c", "nginx.conf", "-e", str(out / "error.log"), "-g", "daemon off;"], env)
+
+    def _wait_http(self) -> None:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx did not answer /health; logs in {self.dir}")
+
+    def stop_process(self, name: str, sig=signal.SIGTERM, timeout: float = 10) -> int | None:
+        p = self.procs.get(name)
+        if not p or p.poll() is not None:
+            return p.returncode if p else None
+        p.send_signal(sig)
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            return p.wait()
+
+    def stop(self) -> dict:
+        codes = {}
+        for name in list(self.procs):
+            codes[name] = self.stop_process(name)
+        if self.registry:
+            self.registry.stop()
+        if not self.keep and not os.environ.get("HYPEMAN_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return codes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Run the hypeman stack on loopback")
+    ap.add_argument("command", choices=["up"])
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    st = Stack(workers=args.workers, http_port=args.port, keep=True).start()
+    images = []
+    if st.registry:
+        script = REPO / "tests" / "fixtures" / "make-test-images.sh"
+        if script.exists():
+            subprocess.run(["bash", str(script), st.registry.hostport, str(st.dir / "images")], check=True)
+            images = [f"{st.registry.hostport}/test/busybox:latest"]
+    print(f"hypeman is up: {st.url} (TLS {st.https_url}), data in {st.dir}")
+    print(f"token:  export HYPEMAN_API_KEY={st.token('admin', 24 * 3600)}")
+    print(f"        (mint more with: JWT_SECRET='{st.secret}' {st.bin}/hypeman-token --subject you)")
+    for img in images:
+        print(f"sample: curl -s -H \"Authorization: Bearer $HYPEMAN_API_KEY\" -d '{{\"name\":\"{img}\"}}' {st.url}/images")
+    print("Ctrl-C stops everything.")
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        st.stop()
+
+
+if __name__ == "__main__":
+    main()
