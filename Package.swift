@@ -39,7 +39,14 @@ let package = Package(
         // Provisioner side.
         .target(name: "OCI", dependencies: ["HTTPFetch", "Digest", "CArchive", "Model", "JSON"], exclude: ["README.md"]),
         .target(name: "Disk", dependencies: ["Model"], exclude: ["README.md"]),
-        .target(name: "ProvisionerCore", dependencies: ["Store", "Model", "JSON", "Wakeup", "OCI", "Disk"], exclude: ["README.md"]),
+        // Hypervisor-neutral VM protocols and the two drivers.
+        .target(name: "VMM", dependencies: ["Model"], exclude: ["README.md"]),
+        .target(name: "QEMUDriver", dependencies: ["VMM", "Model"], exclude: ["README.md"]),
+        .target(name: "CloudHypervisorDriver", dependencies: ["VMM", "HTTPFetch", "Model"], exclude: ["README.md"]),
+        // Guest boot files: kernel discovery, initramfs (busybox, modules, our init), config disk.
+        .target(name: "GuestBoot", dependencies: ["Model", "Digest"], exclude: ["README.md"]),
+        .target(name: "ProvisionerCore", dependencies: ["Store", "Model", "JSON", "Wakeup", "OCI", "Disk", "VMM", "QEMUDriver",
+                                                        "CloudHypervisorDriver", "GuestBoot"], exclude: ["README.md"]),
         .executableTarget(name: "Provisioner", dependencies: ["ProvisionerCore"]),
 
         // Mints HS256 bearer tokens for a subject and lifetime.
@@ -52,5 +59,8 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI", "Digest", "Model"]),
         .testTarget(name: "DiskTests", dependencies: ["Disk"]),
         .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore", "Store", "Model"]),
+        .testTarget(name: "QEMUDriverTests", dependencies: ["QEMUDriver", "VMM"]),
+        .testTarget(name: "CloudHypervisorDriverTests", dependencies: ["CloudHypervisorDriver", "VMM"]),
+        .testTarget(name: "GuestBootTests", dependencies: ["GuestBoot"]),
     ]
 )
