@@ -1,0 +1,82 @@
+import Testing
+@testable import Model
+
+@Suite struct SizeTests {
+    @Test func parsesBinaryUnitsCaseInsensitively() {
+        #expect(Size.parse("1GB") == 1 << 30)
+        #expect(Size.parse("1G") == 1 << 30)
+        #expect(Size.parse("1gb") == 1 << 30)
+        #expect(Size.parse("1 GB") == 1 << 30)
+        #expect(Size.parse("512MB") == 512 << 20)
+        #expect(Size.parse("2G") == 2 << 30)
+        #expect(Size.parse("1024") == 1024)
+        #expect(Size.parse("3kilobytes") == 3072)
+    }
+
+    @Test func rejectsDecimalsBitsIECAndJunk() {
+        for bad in ["1.5GB", "1Gb", "1Mb", "1GiB", " 1GB", "-1GB", "", "GB", "1 XB", "99999999999999999999", "16EB"] {
+            #expect(Size.parse(bad) == nil, "\(bad) must be rejected")
+        }
+    }
+
+    @Test func formatsLikeTheReference() {
+        #expect(Size.format(1 << 30) == "1024.0 MB")
+        #expect(Size.format(512 << 20) == "512.0 MB")
+        #expect(Size.format(3 << 30) == "3.0 GB")
+        #expect(Size.format(10 << 30) == "10.0 GB")
+        #expect(Size.format(3 << 29) == "1.5 GB")
+        #expect(Size.format(5 << 30) == "5.0 GB")
+        #expect(Size.format(100) == "100.0 B")
+        #expect(Size.format(1025) == "1.0 KB")
+    }
+}
+
+@Suite struct NameTests {
+    @Test func resourceNames() {
+        #expect(Names.isValidResourceName("web-1"))
+        #expect(Names.isValidResourceName("a"))
+        #expect(!Names.isValidResourceName("-a"))
+        #expect(!Names.isValidResourceName("a-"))
+        #expect(!Names.isValidResourceName("Web"))
+        #expect(!Names.isValidResourceName(String(repeating: "a", count: 64)))
+        #expect(Names.isValidResourceName(String(repeating: "a", count: 63)))
+    }
+
+    @Test func envKeys() {
+        #expect(Names.isValidEnvKey("PATH"))
+        #expect(Names.isValidEnvKey("_x9"))
+        #expect(!Names.isValidEnvKey("9x"))
+        #expect(!Names.isValidEnvKey("A;rm -rf /"))
+        #expect(!Names.isValidEnvKey(""))
+    }
+
+    @Test func mountPaths() {
+        #expect(Names.mountPathProblem("/mnt/data") == nil)
+        #expect(Names.mountPathProblem("relative") != nil)
+        #expect(Names.mountPathProblem("/etc") != nil)
+        #expect(Names.mountPathProblem("/usr/local/x") != nil)
+        #expect(Names.mountPathProblem("/mnt/../etc/x") != nil)
+        #expect(Names.mountPathProblem("/") != nil)
+        #expect(Names.cleanAbsolutePath("/a//b/./c/../d") == "/a/b/d")
+    }
+
+    @Test func idsHaveTheCUID2Shape() {
+        var seen = Set<String>()
+        for _ in 0..<2000 {
+            let id = CUID2.make()
+            #expect(id.count == 24)
+            #expect(CUID2.looksLikeID(id))
+            seen.insert(id)
+        }
+        #expect(seen.count == 2000)
+    }
+
+    @Test func stateGateMessages() {
+        #expect(InstanceOperation.stop.gate(.standby)?.message == "invalid state transition: cannot stop from state Standby, must be Running")
+        #expect(InstanceOperation.standby.gate(.stopped)?.message == "invalid state transition: cannot standby from state Stopped")
+        #expect(InstanceOperation.restore.gate(.running)?.message == "invalid state transition: cannot restore from state Running")
+        #expect(InstanceOperation.start.gate(.stopped) == nil)
+        #expect(InstanceOperation.delete.gate(.unknown) == nil)
+        #expect(InstanceOperation.start.gate(.running)?.status == 409)
+    }
+}
