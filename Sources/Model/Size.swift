@@ -50,7 +50,7 @@ public enum Size {
         for (size, name) in units where bytes > size {
             return oneDecimal(Double(bytes) / Double(size)) + " " + name
         }
-        return oneDecimal(Double(bytes)) + " B"
+        return "\(bytes) B"
     }
 
     /// Formats with one decimal, rounding half to even like Go's %.1f on binary doubles.
