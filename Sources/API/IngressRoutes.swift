@@ -63,6 +63,9 @@ enum IngressRoutes {
         guard Names.isValidResourceName(name) else {
             throw body.fail("name", "string doesn't match the regular expression \"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\" (at most 63 characters)")
         }
+        if try h.store.ingressExists(named: name) {
+            throw APIError(.alreadyExists, "ingress with name '\(name)' already exists")
+        }
         guard let rules = try body.array("rules") else { throw body.fail("rules", "property \"rules\" is missing") }
         guard !rules.isEmpty else { throw body.fail("rules", "minimum number of items is 1") }
         var outRules: [JSONValue] = []

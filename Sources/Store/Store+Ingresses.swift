@@ -23,6 +23,10 @@ extension Store {
         try db.query("SELECT * FROM ingresses ORDER BY id").map(ingressRecord)
     }
 
+    public func ingressExists(named name: String) throws -> Bool {
+        try db.queryOne("SELECT 1 FROM ingresses WHERE name = ?", [name]) != nil
+    }
+
     /// Exact id, then exact name, then unique id prefix.
     public func resolveIngress(_ key: String) throws -> Resolution<IngressRecord> {
         if let r = try db.queryOne("SELECT * FROM ingresses WHERE id = ?", [key]) { return .found(ingressRecord(r)) }
