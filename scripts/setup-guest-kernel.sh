@@ -71,7 +71,9 @@ fi
 is_plain_kver() { [[ $1 =~ ^[0-9]+\.[0-9]+\.[0-9]+[-+][A-Za-z0-9.+~]+$ ]]; }
 has_candidate() { # installed, or apt has a candidate version to download
   [ -d "/lib/modules/$1-amd64/kernel" ] && [ -f "/boot/vmlinuz-$1-amd64" ] && return 0
-  apt-cache policy "linux-image-$1-amd64" 2>/dev/null | grep -q '^  Candidate: [^(]'
+  local policy
+  policy=$(apt-cache policy "linux-image-$1-amd64" 2>/dev/null) || return 1
+  printf '%s\n' "$policy" | grep '^  Candidate: [^(]' >/dev/null   # no -q: with pipefail, SIGPIPE would fail it
 }
 pick_version() {
   local names v
@@ -84,6 +86,7 @@ pick_version() {
   done
 }
 KVER_BASE=${KERNEL_VERSION:-}
+KVER_BASE=${KVER_BASE%-amd64}
 if [ -z "$KVER_BASE" ]; then
   KVER_BASE=$(pick_version)
   if [ -z "$KVER_BASE" ]; then
