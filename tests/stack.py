@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Where scripts/setup-guest-kernel.sh puts the guest kernel for tests and scripts/run.sh.
+KERNEL_DIR = os.environ.get("HYPEMAN_KERNEL_DIR", "/var/lib/hypeman-kernel")
 
 
 def free_port() -> int:
@@ -152,6 +154,8 @@ class Stack:
         })
         if self.registry:
             e["INSECURE_REGISTRIES"] = self.registry.hostport
+        e.setdefault("HYPEMAN_KERNEL_DIR", KERNEL_DIR)
+        e.setdefault("QEMU_ACCEL", "tcg")
         e.update(self.extra_env)
         return e
 
@@ -184,6 +188,7 @@ class Stack:
         return self
 
     def start_provisioner(self) -> None:
+        (self.run_dir / "provisioner.wake").unlink(missing_ok=True)
         self._spawn("provisioner", [str(self.bin / "hypeman-provisioner")])
         self._wait_socket(self.run_dir / "provisioner.wake", "provisioner")
 
@@ -234,6 +239,24 @@ class Stack:
         except subprocess.TimeoutExpired:
             p.kill()
             return p.wait()
+
+    def restart_provisioner(self, sig=signal.SIGKILL) -> None:
+        """Kills the Provisioner (by default with SIGKILL, as a crash) and starts a new one."""
+        p = self.procs["provisioner"]
+        p.send_signal(sig)
+        p.wait(10)
+        self.start_provisioner()
+
+    def push_test_images(self) -> None:
+        """Builds the offline test images and pushes them to this stack's registry (once)."""
+        if getattr(self, "_images_pushed", False):
+            return
+        subprocess.run(["bash", str(REPO / "tests" / "fixtures" / "make-test-images.sh"), self.registry.hostport,
+                        str(self.dir / "images")], check=True, capture_output=True)
+        self._images_pushed = True
+
+    def image(self, repo_tag: str) -> str:
+        return f"{self.registry.hostport}/{repo_tag}"
 
     def stop(self) -> dict:
         codes = {}

@@ -38,6 +38,7 @@ public final class JobRunner: @unchecked Sendable {
             }
         }
         for i in 0..<config.workers { spawn("job-\(i)") { [self] in workerLoop(builds: false) } }
+        spawn("watch") { [self] in watchLoop() }
         for i in 0..<config.maxConcurrentBuilds { spawn("build-\(i)") { [self] in workerLoop(builds: true) } }
     }
 
@@ -55,6 +56,18 @@ public final class JobRunner: @unchecked Sendable {
         t.name = name
         t.start()
         threads.append(t)
+    }
+
+    /// Every second: VMM processes that exited and VMMs that stopped answering show in the store.
+    func watchLoop() {
+        guard let store = try? Store(path: config.dbPath) else { return }
+        while !isStopping() {
+            let busy = Set(((try? store.runningJobs()) ?? []).map(\.target))
+            handlers.instances.watch(store: store, busyTargets: busy)
+            cond.lock()
+            if !stopping { _ = cond.wait(until: Date().addingTimeInterval(1)) }
+            cond.unlock()
+        }
     }
 
     func workerLoop(builds: Bool) {

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import GuestBoot
 
 /// Settings of the Provisioner, read from the environment (see systemd/hypeman.env.example).
 public struct ProvisionerConfig: Sendable {
@@ -16,8 +17,35 @@ public struct ProvisionerConfig: Sendable {
     public var registryAuthFile: String?
     /// Fallback poll period when no wake-up arrives (seconds).
     public var pollSeconds: Double
+    /// HYPERVISOR: auto (Cloud Hypervisor if found, else QEMU), qemu or cloud-hypervisor.
+    public var hypervisor: String
+    /// QEMU_ACCEL: kvm on real hosts, tcg where KVM cannot run stock kernels.
+    public var qemuAccel: String
+    /// QEMU_BINARY / CLOUD_HYPERVISOR_BINARY.
+    public var qemuBinary: String
+    public var cloudHypervisorBinary: String
+    /// HYPEMAN_KERNEL_DIR: prepared by scripts/setup-guest-kernel.sh (default DATA_DIR/system/kernel).
+    public var kernelDir: String
+    /// Kernel command line of every guest.
+    public var guestCmdline: String
+    /// STOP_GRACE_SECONDS: how long stop waits for a graceful power-off before stopping hard.
+    public var stopGraceSeconds: Double
 
     public var wakeSocket: String { runDir + "/provisioner.wake" }
+
+    /// KVM is the default only where /dev/kvm opens read-write; set QEMU_ACCEL explicitly where it
+    /// opens but cannot run stock kernels (nested PVM).
+    /// Under TCG the guest is told the host TSC frequency; without it busy hosts hang at calibration.
+    static func defaultCmdline(accel: String) -> String {
+        GuestKernelCommandLine.make(tscKHz: accel == "tcg" ? GuestKernelCommandLine.hostTSCKHz() : nil)
+    }
+
+    static func kvmUsable() -> Bool {
+        let fd = open("/dev/kvm", O_RDWR)
+        if fd < 0 { return false }
+        close(fd)
+        return true
+    }
     public var guestsDir: String { dataDir + "/guests" }
     public var volumesDir: String { dataDir + "/volumes" }
 
@@ -34,6 +62,12 @@ public struct ProvisionerConfig: Sendable {
             maxConcurrentBuilds: try int("MAX_CONCURRENT_BUILDS", 1), workers: try int("PROVISIONER_WORKERS", 4),
             insecureRegistries: (v("INSECURE_REGISTRIES") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty },
-            registryAuthFile: v("REGISTRY_AUTH_FILE"), pollSeconds: 1)
+            registryAuthFile: v("REGISTRY_AUTH_FILE"), pollSeconds: 1,
+            hypervisor: v("HYPERVISOR") ?? "auto", qemuAccel: v("QEMU_ACCEL") ?? (Self.kvmUsable() ? "kvm" : "tcg"),
+            qemuBinary: v("QEMU_BINARY") ?? "qemu-system-x86_64",
+            cloudHypervisorBinary: v("CLOUD_HYPERVISOR_BINARY") ?? "cloud-hypervisor",
+            kernelDir: v("HYPEMAN_KERNEL_DIR") ?? data + "/system/kernel",
+            guestCmdline: v("GUEST_CMDLINE") ?? Self.defaultCmdline(accel: v("QEMU_ACCEL") ?? (Self.kvmUsable() ? "kvm" : "tcg")),
+            stopGraceSeconds: Double(v("STOP_GRACE_SECONDS") ?? "") ?? 5)
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
 import Model
 import Store
+import QEMUDriver
+import CloudHypervisorDriver
 
 /// Wiring of the `hypeman-provisioner` executable: config, reconcile, the job runner, SIGTERM.
 public enum ProvisionerMain {
@@ -21,7 +23,13 @@ public enum ProvisionerMain {
         sigaddset(&set, SIGTERM)
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_BLOCK, &set, nil)
-        let instances = InstanceManager(config: config)
+        let drivers = DriverTable(drivers: [
+            CloudHypervisorDriver(configuration: .init(binary: config.cloudHypervisorBinary)),
+            QEMUDriver(binary: config.qemuBinary, accel: config.qemuAccel),
+        ], preferred: config.hypervisor)
+        if config.qemuAccel == "tcg" { log.warning("QEMU runs with TCG software emulation (slow); set QEMU_ACCEL=kvm on hosts with usable KVM") }
+        let assets = GuestAssets(kernelDir: config.kernelDir, outDir: config.dataDir + "/system/initramfs")
+        let instances = InstanceManager(config: config, drivers: drivers, assets: assets)
         let images = makeImageService(config)
         let handlers = JobHandlers(config: config, images: images, instances: instances)
         let runner = JobRunner(config: config, handlers: handlers)

@@ -180,3 +180,24 @@ extension Store {
         }
     }
 }
+
+/// What an instance needs from its image to boot.
+public struct ImageRuntimeConfig: Sendable {
+    public var diskPath: String
+    public var entrypoint: [String]
+    public var cmd: [String]
+    public var env: [String: String]
+    public var workingDir: String?
+}
+
+extension Store {
+    /// The boot config of a ready build, or nil when the digest is not ready.
+    public func imageRuntimeConfig(digest: String) throws -> ImageRuntimeConfig? {
+        guard let r = try db.queryOne("""
+            SELECT disk_path, entrypoint, cmd, env, working_dir FROM image_builds WHERE digest = ? AND status = 'ready'
+            """, [digest]), let disk = r.string("disk_path") else { return nil }
+        return ImageRuntimeConfig(diskPath: disk, entrypoint: Columns.stringArray(r.string("entrypoint")) ?? [],
+                                  cmd: Columns.stringArray(r.string("cmd")) ?? [], env: Columns.stringMap(r.string("env")),
+                                  workingDir: r.string("working_dir"))
+    }
+}

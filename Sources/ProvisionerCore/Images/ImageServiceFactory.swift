@@ -1,6 +1,13 @@
 import Foundation
 
-/// The image service this build provides (nil when none: pulls then fail with dependency_missing).
+/// The image service of this Provisioner: OCI registries → ext4 disks (nil only when it cannot
+/// be set up, e.g. an unreadable credentials file; pulls then fail with dependency_missing).
 func makeImageService(_ config: ProvisionerConfig) -> (any ImageService)? {
-    nil
+    do {
+        return try OCIImageService(config: OCIImageServiceConfig(
+            dataDir: config.dataDir, insecureRegistries: Set(config.insecureRegistries), authFile: config.registryAuthFile))
+    } catch {
+        Log("prov.images").error("image service unavailable", ["error": "\(error)"])
+        return nil
+    }
 }

@@ -2,81 +2,418 @@ import Foundation
 import Model
 import Store
 import JSON
+import VMM
+import GuestBoot
+import Disk
 
-/// Composes instance lifecycles from single-hop driver operations. The hypervisor drivers (QEMU,
-/// Cloud Hypervisor) plug in through `drivers`; with none, every job that needs a VM fails with
-/// `dependency_missing` and create rolls back everything it reserved.
-public final class InstanceManager: Sendable {
+/// Composes instance lifecycles (contract §2.3–§2.4) from single-hop driver operations, with an
+/// undo list for every multi-step change. The running VMs are kept in `registry`; the database
+/// row is updated after each step so the API always shows the truth.
+public final class InstanceManager: @unchecked Sendable {
     let config: ProvisionerConfig
-    /// Names of the hypervisor drivers this build can run; empty until a driver is registered.
-    public let drivers: [String]
+    let table: DriverTable
+    let assets: GuestAssets
     let log = Log("prov.instances")
+    let lock = NSLock()
+    var registry: [String: any RunningVM] = [:]   // guarded by `lock`
 
-    public init(config: ProvisionerConfig, drivers: [String] = []) {
+    public init(config: ProvisionerConfig, drivers: DriverTable, assets: GuestAssets) {
         self.config = config
-        self.drivers = drivers
+        self.table = drivers
+        self.assets = assets
     }
 
-    func instanceDir(_ id: String) -> String { "\(config.guestsDir)/\(id)" }
+    public var drivers: [String] { table.kinds }
 
-    func noDriver(_ what: String) -> APIError {
-        APIError(.dependencyMissing,
-                 "cannot \(what): this Provisioner has no hypervisor driver (neither QEMU nor Cloud Hypervisor support is available in this build)")
+    // MARK: registry
+
+    func vm(_ id: String) -> (any RunningVM)? { lock.lock(); defer { lock.unlock() }; return registry[id] }
+    func setVM(_ id: String, _ vm: (any RunningVM)?) { lock.lock(); registry[id] = vm; lock.unlock() }
+
+    // MARK: paths
+
+    func dir(_ id: String) -> String { "\(config.guestsDir)/\(id)" }
+    func snapshotDir(_ id: String) -> String { dir(id) + "/snapshots/snapshot-latest" }
+    func note(_ id: String, _ msg: String, level: String = "INFO") {
+        InstanceLog.append(dataDir: config.dataDir, instanceID: id, level: level, msg)
     }
+
+    // MARK: jobs
 
     func run(_ job: JobRecord, store: Store) throws {
-        guard let inst = try store.instance(id: job.target) else {
+        guard var inst = try store.instance(id: job.target) else {
             if job.kind == .delete { return }
             throw APIError(.notFound, "instance \(job.target) not found")
         }
         switch job.kind {
         case .create:
-            try create(inst, store: store)
+            try create(&inst, store: store)
         case .delete:
             try delete(inst, store: store)
         case .start, .stop, .standby, .restore:
             if let op = InstanceOperation(rawValue: job.kind.rawValue), let e = op.gate(inst.state) { throw e }
-            throw noDriver(job.kind.rawValue)
+            note(inst.id, "\(job.kind.rawValue) requested")
+            do {
+                switch job.kind {
+                case .start: try start(&inst, store: store)
+                case .stop: try stop(&inst, store: store)
+                case .standby: try standby(&inst, store: store)
+                default: try restore(&inst, store: store)
+                }
+                note(inst.id, "\(job.kind.rawValue) done: state \(inst.state.rawValue)")
+            } catch {
+                note(inst.id, "\(job.kind.rawValue) failed: \(error)", level: "ERROR")
+                throw error
+            }
         case .attach, .detach:
             guard inst.state == .running else {
                 throw APIError(.invalidState, "cannot \(job.kind.rawValue) a volume in state \(inst.state.rawValue)")
             }
-            throw noDriver("\(job.kind.rawValue) a volume live")
+            throw APIError(.notImplemented, "live volume \(job.kind.rawValue) needs the guest agent, which this build does not have yet; stop the instance to change its volumes")
         default:
             throw APIError(.internalError, "unexpected job kind \(job.kind.rawValue)")
         }
     }
 
-    /// Create with an undo list: the directory and the row are removed when any step fails.
-    func create(_ inst: InstanceRecord, store: Store) throws {
-        let dir = instanceDir(inst.id)
-        var undo: [() -> Void] = [{ try? store.deleteInstance(id: inst.id) }]
+    // MARK: building the VM
+
+    /// The VM description for an instance: disks in contract order (vda image, vdb overlay, vdc
+    /// config, vdd… volumes), serial to app.log, control sockets in the instance directory.
+    func spec(_ inst: InstanceRecord, image: ImageRuntimeConfig) throws -> VMSpec {
+        let (kernel, initramfs) = try assets.paths()
+        let d = dir(inst.id)
+        var disks = [DiskSpec(id: "rootfs", path: image.diskPath, readonly: true),
+                     DiskSpec(id: "overlay", path: d + "/overlay.raw", readonly: false),
+                     DiskSpec(id: "config", path: d + "/config.ext4", readonly: true)]
+        for v in inst.volumes {
+            disks.append(DiskSpec(id: "vol-\(v.volumeID)", path: "\(config.volumesDir)/\(v.volumeID)/data.raw",
+                                  readonly: v.readonly || v.overlay))
+            if v.overlay {
+                disks.append(DiskSpec(id: "volov-\(v.volumeID)", path: d + "/vol-overlays/\(v.volumeID).raw", readonly: false))
+            }
+        }
+        return VMSpec(instanceID: inst.id, vcpus: inst.vcpus, memoryBytes: inst.size, hotplugBytes: inst.hotplugSize,
+                      kernelPath: kernel, initramfsPath: initramfs, cmdline: config.guestCmdline, disks: disks, net: nil,
+                      serialLogPath: d + "/logs/app.log", vmmLogPath: d + "/logs/vmm.log", runDir: d,
+                      vsockCID: Self.vsockCID(inst.id), accel: config.qemuAccel)
+    }
+
+    /// A CID in 3…2³²−1 derived from the id (base-37 hash of its first 8 characters).
+    static func vsockCID(_ id: String) -> UInt32 {
+        var h: UInt64 = 0
+        for c in id.utf8.prefix(8) {
+            let v: UInt64 = c >= 97 ? UInt64(c - 97 + 10) : c >= 48 && c <= 57 ? UInt64(c - 48) : 36
+            h = (h &* 37 &+ v) % 4_294_967_292
+        }
+        return UInt32(h + 3)
+    }
+
+    /// Guest devices for the volumes (vdd onwards; an overlay volume takes two).
+    func guestVolumes(_ inst: InstanceRecord) -> [GuestConfig.Volume] {
+        var out: [GuestConfig.Volume] = []
+        var index = 3
+        func dev(_ i: Int) -> String { "vd" + String(UnicodeScalar(UInt8(97 + i))) }
+        for v in inst.volumes {
+            if v.overlay {
+                out.append(.init(device: dev(index), mountPath: v.mountPath, mode: .overlay, overlayDevice: dev(index + 1)))
+                index += 2
+            } else {
+                out.append(.init(device: dev(index), mountPath: v.mountPath, mode: v.readonly ? .readOnly : .readWrite))
+                index += 1
+            }
+        }
+        return out
+    }
+
+    /// Writes config.ext4 for the current instance settings (regenerated on every start).
+    func writeConfigDisk(_ inst: InstanceRecord, image: ImageRuntimeConfig) throws {
+        let path = dir(inst.id) + "/config.ext4"
+        try? FileManager.default.removeItem(atPath: path)
+        let gc = GuestConfig(instanceID: inst.id, instanceName: inst.name, image: inst.image, entrypoint: image.entrypoint,
+                             cmd: image.cmd, workdir: image.workingDir ?? "/",
+                             imageEnv: image.env.keys.sorted().map { "\($0)=\(image.env[$0]!)" }, env: inst.env,
+                             network: nil, volumes: guestVolumes(inst))
+        try ConfigDisk.build(gc, at: path)
+    }
+
+    func imageConfig(_ inst: InstanceRecord, store: Store) throws -> ImageRuntimeConfig {
+        guard let img = try store.imageRuntimeConfig(digest: inst.imageDigest) else {
+            throw APIError(.imageNotReady, "image \(inst.image) (\(inst.imageDigest)) is no longer available; pull it again")
+        }
+        return img
+    }
+
+    func networkCheck(_ inst: InstanceRecord) throws {
+        if inst.networkEnabled {
+            throw APIError(.dependencyMissing, "networking is not available on this host yet: create the instance with \"network\": {\"enabled\": false}")
+        }
+    }
+
+    func boot(_ inst: inout InstanceRecord, image: ImageRuntimeConfig, store: Store) throws {
+        let driver = try table.driver(inst.hypervisor)
+        let vm: any RunningVM
+        do { vm = try driver.launch(try spec(inst, image: image)) } catch let e as VMMError {
+            throw APIError(.internalError, "the \(driver.kind) VMM failed to start the VM: \(e) (see the vmm log)")
+        }
+        setVM(inst.id, vm)
+        if inst.hotplugSize > 0 && driver.capabilities.memoryResize {
+            do { try vm.resizeMemory(to: inst.size + inst.hotplugSize) } catch {
+                note(inst.id, "memory hotplug to \(Size.format(inst.size + inst.hotplugSize)) failed: \(error)", level: "WARN")
+            }
+        }
+        inst.hypervisor = driver.kind
+        inst.vmmPID = Int(vm.pid)
+        inst.state = .running
+        inst.stateError = nil
+        inst.startedAt = Timestamp.now()
+        inst.creating = false
+        try store.updateInstanceRuntime(inst)
+    }
+
+    // MARK: operations
+
+    /// Create and boot, with an undo list: the VMM, the directory and the row go when any step fails.
+    func create(_ inst: inout InstanceRecord, store: Store) throws {
+        let d = dir(inst.id)
+        let id = inst.id
+        var undo: [() -> Void] = [{ try? store.deleteInstance(id: id) }]
         do {
-            try FileManager.default.createDirectory(atPath: dir + "/logs", withIntermediateDirectories: true)
-            undo.append { try? FileManager.default.removeItem(atPath: dir) }
-            InstanceLog.append(dataDir: config.dataDir, instanceID: inst.id, "create requested image=\(inst.image) digest=\(inst.imageDigest)")
-            guard !drivers.isEmpty else { throw noDriver("create instance") }
-            throw noDriver("create instance")
+            try FileManager.default.createDirectory(atPath: d + "/logs", withIntermediateDirectories: true)
+            undo.append { [self] in
+                if let vm = vm(id) { vm.kill(); setVM(id, nil) }
+                try? FileManager.default.removeItem(atPath: d)
+            }
+            note(id, "create requested: image \(inst.image) (\(inst.imageDigest))")
+            try networkCheck(inst)
+            _ = try table.driver(inst.hypervisor)
+            let image = try imageConfig(inst, store: store)
+            try DiskImage.makeEmptyExt4(at: d + "/overlay.raw", size: inst.overlaySize, label: "overlay", journal: false)
+            for v in inst.volumes where v.overlay {
+                try FileManager.default.createDirectory(atPath: d + "/vol-overlays", withIntermediateDirectories: true)
+                try DiskImage.makeEmptyExt4(at: d + "/vol-overlays/\(v.volumeID).raw", size: v.overlaySize ?? Size.GiB, journal: false)
+            }
+            try writeConfigDisk(inst, image: image)
+            try boot(&inst, image: image, store: store)
+            note(id, "created and booted on \(inst.hypervisor ?? "?") pid \(inst.vmmPID ?? 0)")
+            log.info("instance created", ["instance_id": id, "hypervisor": inst.hypervisor ?? "", "pid": String(inst.vmmPID ?? 0)])
         } catch {
+            note(id, "create failed: \(error)", level: "ERROR")
             for u in undo.reversed() { u() }
+            if let e = error as? APIError { throw e }
+            throw APIError(.internalError, "create failed: \(error)")
+        }
+    }
+
+    /// Stop: graceful power-off with a timeout, then hard. The overlay disk keeps the guest's writes.
+    func stop(_ inst: inout InstanceRecord, store: Store) throws {
+        if let vm = vm(inst.id) {
+            do { try vm.shutdown(grace: config.stopGraceSeconds) } catch { vm.kill() }
+            setVM(inst.id, nil)
+        } else if let pid = inst.vmmPID {
+            Self.killProcess(Int32(pid))
+        }
+        inst.state = .stopped
+        inst.vmmPID = nil
+        inst.stoppedAt = Timestamp.now()
+        try store.updateInstanceRuntime(inst)
+    }
+
+    /// Start: regenerated config disk, fresh VMM, boot.
+    func start(_ inst: inout InstanceRecord, store: Store) throws {
+        try networkCheck(inst)
+        let image = try imageConfig(inst, store: store)
+        try writeConfigDisk(inst, image: image)
+        do { try boot(&inst, image: image, store: store) } catch {
+            if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) }
             throw error
         }
     }
 
-    /// Delete from any state: nothing is left (directory, row, attachments).
+    /// Standby: shrink memory, pause, snapshot, stop the VMM. On a failed snapshot the VM resumes.
+    func standby(_ inst: inout InstanceRecord, store: Store) throws {
+        guard let vm = vm(inst.id) else { throw APIError(.internalError, "no live VMM handle for instance \(inst.id)") }
+        let driver = try table.driver(inst.hypervisor)
+        guard driver.capabilities.snapshot else {
+            throw APIError(.notImplemented, "the \(driver.kind) driver cannot snapshot")
+        }
+        if inst.hotplugSize > 0 && driver.capabilities.memoryResize {
+            try? vm.resizeMemory(to: inst.size)
+        }
+        let snap = snapshotDir(inst.id)
+        try? FileManager.default.removeItem(atPath: snap)
+        try FileManager.default.createDirectory(atPath: snap, withIntermediateDirectories: true)
+        do {
+            try vm.pause()
+            inst.state = .paused
+            try store.updateInstanceRuntime(inst)
+            try vm.snapshot(to: snap)
+            // Marks the snapshot whole: reconcile after a crash trusts only marked snapshots.
+            FileManager.default.createFile(atPath: snap + "/.complete", contents: nil)
+        } catch {
+            try? FileManager.default.removeItem(atPath: snap)
+            try? vm.resume()
+            inst.state = .running
+            try? store.updateInstanceRuntime(inst)
+            throw APIError(.internalError, "snapshot failed, the instance keeps running: \(error)")
+        }
+        vm.kill()
+        setVM(inst.id, nil)
+        inst.state = .standby
+        inst.hasSnapshot = true
+        inst.vmmPID = nil
+        inst.stoppedAt = Timestamp.now()
+        try store.updateInstanceRuntime(inst)
+    }
+
+    /// Restore: fresh VMM from the snapshot, resumed; processes continue where they were.
+    func restore(_ inst: inout InstanceRecord, store: Store) throws {
+        let snap = snapshotDir(inst.id)
+        guard FileManager.default.fileExists(atPath: snap) else {
+            throw APIError(.internalError, "instance \(inst.id) has no snapshot to restore")
+        }
+        let driver = try table.driver(inst.hypervisor)
+        let image = try imageConfig(inst, store: store)
+        let vm: any RunningVM
+        do { vm = try driver.restore(try spec(inst, image: image), from: snap) } catch let e as VMMError {
+            throw APIError(.internalError, "restore failed, the snapshot is kept: \(e)")
+        }
+        setVM(inst.id, vm)
+        try? FileManager.default.removeItem(atPath: snap)
+        inst.state = .running
+        inst.hasSnapshot = false
+        inst.vmmPID = Int(vm.pid)
+        inst.startedAt = Timestamp.now()
+        try store.updateInstanceRuntime(inst)
+    }
+
+    /// Delete from any state: the VMM is killed, then the directory and the row go.
     func delete(_ inst: InstanceRecord, store: Store) throws {
-        try? FileManager.default.removeItem(atPath: instanceDir(inst.id))
+        if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) } else if let pid = inst.vmmPID { Self.killProcess(Int32(pid)) }
+        try? FileManager.default.removeItem(atPath: dir(inst.id))
         try store.deleteInstance(id: inst.id)
         log.info("instance deleted", ["instance_id": inst.id])
     }
 
-    /// Start-up reconcile: instance rows half-made by a crash during create are rolled back.
+    static func killProcess(_ pid: Int32) {
+        guard pid > 1, Foundation.kill(pid, 0) == 0 else { return }
+        _ = Foundation.kill(pid, SIGKILL)
+        for _ in 0..<50 where Foundation.kill(pid, 0) == 0 {
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, WNOHANG)
+            usleep(20_000)
+        }
+    }
+
+    static func alive(_ pid: Int) -> Bool {
+        guard pid > 1 else { return false }
+        var status: Int32 = 0
+        if waitpid(Int32(pid), &status, WNOHANG) == Int32(pid) { return false }   // our child, exited
+        return Foundation.kill(Int32(pid), 0) == 0
+    }
+
+    // MARK: watching and reconciling
+
+    /// Keeps states true: a VMM that exited makes its instance Stopped; one that does not answer
+    /// makes it Unknown with the reason. Called periodically, and once at start-up.
+    public func watch(store: Store, busyTargets: Set<String> = []) {
+        guard let all = try? store.listInstances() else { return }
+        for var inst in all where !inst.creating && !busyTargets.contains(inst.id) {
+            guard let pid = inst.vmmPID else { continue }
+            if !Self.alive(pid) {
+                setVM(inst.id, nil)
+                inst.state = .stopped
+                inst.vmmPID = nil
+                inst.stoppedAt = Timestamp.now()
+                try? store.updateInstanceRuntime(inst)
+                note(inst.id, "VMM (pid \(pid)) exited; instance is Stopped", level: "WARN")
+                log.warning("VMM exited", ["instance_id": inst.id, "pid": String(pid)])
+                continue
+            }
+            guard let vm = vm(inst.id) else { continue }
+            let observed: InstanceState
+            var err: String? = nil
+            do {
+                switch try vm.state() {
+                case .created: observed = .created
+                case .running: observed = .running
+                case .paused: observed = .paused
+                case .shutdown: observed = .shutdown
+                }
+            } catch {
+                observed = .unknown
+                err = "failed to query VMM: \(error)"
+            }
+            if observed != inst.state || err != inst.stateError {
+                try? store.setInstanceState(id: inst.id, observed, error: err)
+            }
+        }
+    }
+
+    /// Start-up reconcile: adopt live VMMs, mark dead ones Stopped (or Standby with a snapshot),
+    /// roll back interrupted creates, resume VMs left paused by an interrupted standby, and remove
+    /// orphans (VMM processes and directories no instance owns).
     public func reconcile(store: Store) throws {
-        for inst in try store.listInstances() where inst.creating {
-            if try store.hasPendingJob(target: inst.id, kinds: [.create]) { continue }
-            try? FileManager.default.removeItem(atPath: instanceDir(inst.id))
-            try store.deleteInstance(id: inst.id)
-            log.warning("rolled back an interrupted create", ["instance_id": inst.id])
+        var known = Set<String>()
+        for var inst in try store.listInstances() {
+            known.insert(inst.id)
+            if inst.creating {
+                if try store.hasPendingJob(target: inst.id, kinds: [.create]) { continue }
+                if let pid = inst.vmmPID { Self.killProcess(Int32(pid)) }
+                Self.killOrphans(in: dir(inst.id), keep: [])
+                try? FileManager.default.removeItem(atPath: dir(inst.id))
+                try store.deleteInstance(id: inst.id)
+                log.warning("rolled back an interrupted create", ["instance_id": inst.id])
+                continue
+            }
+            let hasSnap = FileManager.default.fileExists(atPath: snapshotDir(inst.id) + "/.complete")
+            if let pid = inst.vmmPID, Self.alive(pid), let driver = try? table.driver(inst.hypervisor),
+               let image = try? imageConfig(inst, store: store), let sp = try? spec(inst, image: image),
+               let vm = driver.attach(sp, pid: Int32(pid)) {
+                setVM(inst.id, vm)
+                if (try? vm.state()) == .paused {
+                    // An interrupted standby: the snapshot may be partial; keep the VM running.
+                    try? vm.resume()
+                    try? FileManager.default.removeItem(atPath: snapshotDir(inst.id))
+                    inst.hasSnapshot = false
+                }
+                inst.state = (try? vm.state()).map { s in
+                    switch s { case .created: .created; case .running: .running; case .paused: .paused; case .shutdown: .shutdown }
+                } ?? .unknown
+                Self.killOrphans(in: dir(inst.id), keep: [Int32(pid)])
+                log.info("adopted a running VMM", ["instance_id": inst.id, "pid": String(pid)])
+            } else {
+                if let pid = inst.vmmPID, Self.alive(pid) {
+                    inst.state = .unknown
+                    inst.stateError = "VMM pid \(pid) is alive but cannot be attached"
+                } else {
+                    Self.killOrphans(in: dir(inst.id), keep: [])
+                    if !hasSnap { try? FileManager.default.removeItem(atPath: snapshotDir(inst.id)) }
+                    inst.vmmPID = nil
+                    inst.state = hasSnap ? .standby : .stopped
+                    inst.hasSnapshot = hasSnap
+                }
+            }
+            try store.updateInstanceRuntime(inst)
+        }
+        // Directories and VMM processes nobody owns.
+        if let entries = try? FileManager.default.contentsOfDirectory(atPath: config.guestsDir) {
+            for e in entries where !known.contains(e) {
+                Self.killOrphans(in: dir(e), keep: [])
+                try? FileManager.default.removeItem(atPath: dir(e))
+                log.warning("removed an orphan instance directory", ["dir": e])
+            }
+        }
+    }
+
+    /// Kills processes whose command line names `dir` (VMMs of that instance), except `keep`.
+    static func killOrphans(in dir: String, keep: Set<Int32>) {
+        guard let procs = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        let me = getpid()
+        for p in procs {
+            guard let pid = Int32(p), pid != me, !keep.contains(pid),
+                  let data = FileManager.default.contents(atPath: "/proc/\(p)/cmdline") else { continue }
+            let cmd = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            if cmd.contains(dir + "/") { killProcess(pid) }
         }
     }
 }
