@@ -1,1 +1,7 @@
-print("todo")
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+exit(TokenCommand.main(CommandLine.arguments))

@@ -1,0 +1,495 @@
+#!/usr/bin/env bash
+# Renders the hypeman nginx edge configuration into OUT_DIR.
+#
+#   nginx/render.sh OUT_DIR
+#   JWT_SECRET=... nginx -p OUT_DIR -c nginx.conf -e OUT_DIR/error.log
+#
+# Files written (all absolute paths, so they can be included from anywhere):
+#   nginx.conf              standalone main config (load_module, env, pid, temp paths, http {})
+#   hypeman-http.conf       http-context part: upstreams, map, js_import, cache, servers.
+#                           This is the file a Debian install links into /etc/nginx/sites-enabled.
+#   hypeman-locations.conf  the locations, shared by the HTTP and the TLS server
+#   hypeman-fastcgi.conf    FastCGI parameters common to every app location
+#   hypeman-auth.conf       the bearer check (401 JSON) included by protected locations
+#   hypeman-main.conf       main-context lines a Debian install needs (env JWT_SECRET)
+#
+# Inputs (environment):
+#   HYPEMAN_RUN_DIR        required; holds fcgi-0.sock .. fcgi-(N-1).sock
+#   HYPEMAN_FCGI_WORKERS   N, default 2
+#   HYPEMAN_HTTP_LISTEN    default 127.0.0.1:8080; set to "" for no plain-HTTP server
+#   HYPEMAN_HTTPS_LISTEN   default "" (no TLS server); needs HYPEMAN_TLS_CERT, HYPEMAN_TLS_KEY
+#   HYPEMAN_SHARE_DIR      default: the repository root (parent of this script's folder);
+#                          nginx/jwt.js and openapi/openapi.yaml are read from it
+#   HYPEMAN_BENCH          0 (default) or 1: add the /_bench/* locations
+#   HYPEMAN_NGINX_WORKERS  worker_processes, default auto
+#   HYPEMAN_ACCESS_LOG     path of an access log; default off
+#   HYPEMAN_MAX_ARCHIVE    body limit of POST /volumes[/from-archive], default 4g
+#   HYPEMAN_MAX_BODY       body limit elsewhere, default 1m
+#   HYPEMAN_NGINX_STATE_DIR  pid file, temp files, the verdict cache and the verifier socket;
+#                          default OUT_DIR
+#   HYPEMAN_AUTH_CACHE     1 (default): a verified token is remembered for up to 30 s (never
+#                          past its exp) in an nginx proxy cache keyed by worker pid + header,
+#                          so njs checks it once per worker instead of on every request.
+#                          0: njs checks every request (js_set). Same rules either way.
+#   HYPEMAN_NGINX_USER     optional "user" directive (only meaningful as root; nginx's
+#                          default as root is nobody)
+set -euo pipefail
+
+die() { echo "render.sh: $*" >&2; exit 2; }
+
+[ $# -eq 1 ] || die "usage: render.sh OUT_DIR"
+
+script_dir=$(cd "$(dirname "$0")" && pwd)
+
+# Values are pasted into nginx syntax: refuse anything that could end a directive or a block.
+check_plain() { # name value
+    case "$2" in
+        *[\;\{\}\"\'\`\$\\]* | *[[:space:]]*) die "$1 must not contain whitespace, quotes, ';', '{', '}', '\$' or '\\': '$2'" ;;
+    esac
+}
+check_listen() { # listen values may carry parameters separated by single spaces
+    case "$2" in
+        *[\;\{\}\"\'\`\$\\]*) die "$1 must not contain quotes, ';', '{', '}', '\$' or '\\': '$2'" ;;
+    esac
+    case "$2" in *$'\n'* | *$'\t'*) die "$1 must be one line" ;; esac
+}
+absolute() { # name value
+    case "$2" in /*) ;; *) die "$1 must be an absolute path: '$2'" ;; esac
+    check_plain "$1" "$2"
+}
+size_value() { # name value
+    [[ "$2" =~ ^[0-9]+[kKmMgG]?$ ]] || die "$1 must be a size like 1m or 4g: '$2'"
+}
+
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
+absolute OUT_DIR "$out"
+
+run_dir=${HYPEMAN_RUN_DIR:-}
+[ -n "$run_dir" ] || die "HYPEMAN_RUN_DIR is required (the directory holding fcgi-N.sock)"
+absolute HYPEMAN_RUN_DIR "$run_dir"
+
+workers=${HYPEMAN_FCGI_WORKERS:-2}
+[[ "$workers" =~ ^[0-9]+$ ]] && [ "$workers" -ge 1 ] && [ "$workers" -le 256 ] \
+    || die "HYPEMAN_FCGI_WORKERS must be an integer 1..256: '$workers'"
+
+http_listen=${HYPEMAN_HTTP_LISTEN-127.0.0.1:8080}
+https_listen=${HYPEMAN_HTTPS_LISTEN:-}
+[ -n "$http_listen" ] || [ -n "$https_listen" ] || die "both HYPEMAN_HTTP_LISTEN and HYPEMAN_HTTPS_LISTEN are empty"
+check_listen HYPEMAN_HTTP_LISTEN "$http_listen"
+check_listen HYPEMAN_HTTPS_LISTEN "$https_listen"
+tls_cert=${HYPEMAN_TLS_CERT:-}
+tls_key=${HYPEMAN_TLS_KEY:-}
+if [ -n "$https_listen" ]; then
+    [ -n "$tls_cert" ] && [ -n "$tls_key" ] || die "HYPEMAN_HTTPS_LISTEN needs HYPEMAN_TLS_CERT and HYPEMAN_TLS_KEY"
+    absolute HYPEMAN_TLS_CERT "$tls_cert"
+    absolute HYPEMAN_TLS_KEY "$tls_key"
+fi
+
+share_dir=${HYPEMAN_SHARE_DIR:-$(dirname "$script_dir")}
+absolute HYPEMAN_SHARE_DIR "$share_dir"
+[ -f "$share_dir/nginx/jwt.js" ] || die "$share_dir/nginx/jwt.js not found (set HYPEMAN_SHARE_DIR)"
+openapi="$share_dir/openapi/openapi.yaml"
+
+bench=${HYPEMAN_BENCH:-0}
+case "$bench" in 0 | 1) ;; *) die "HYPEMAN_BENCH must be 0 or 1: '$bench'" ;; esac
+
+nginx_workers=${HYPEMAN_NGINX_WORKERS:-auto}
+[[ "$nginx_workers" =~ ^([0-9]+|auto)$ ]] || die "HYPEMAN_NGINX_WORKERS must be a number or auto: '$nginx_workers'"
+
+access_log=${HYPEMAN_ACCESS_LOG:-}
+if [ -n "$access_log" ]; then absolute HYPEMAN_ACCESS_LOG "$access_log"; fi
+
+max_archive=${HYPEMAN_MAX_ARCHIVE:-4g}
+size_value HYPEMAN_MAX_ARCHIVE "$max_archive"
+max_body=${HYPEMAN_MAX_BODY:-1m}
+size_value HYPEMAN_MAX_BODY "$max_body"
+
+state_dir=${HYPEMAN_NGINX_STATE_DIR:-$out}
+absolute HYPEMAN_NGINX_STATE_DIR "$state_dir"
+
+auth_cache=${HYPEMAN_AUTH_CACHE:-1}
+case "$auth_cache" in 0 | 1) ;; *) die "HYPEMAN_AUTH_CACHE must be 0 or 1: '$auth_cache'" ;; esac
+verify_sock="$state_dir/verify.sock"
+[ ${#verify_sock} -le 100 ] || die "HYPEMAN_NGINX_STATE_DIR is too long for a Unix socket path: $verify_sock"
+
+nginx_user=${HYPEMAN_NGINX_USER:-}
+if [ -n "$nginx_user" ]; then check_plain HYPEMAN_NGINX_USER "$nginx_user"; fi
+
+# Workers run as nobody when nginx starts as root: they must be able to traverse these.
+mkdir -p "$state_dir/tmp"
+chmod 0755 "$out" "$state_dir" "$state_dir/tmp"
+
+write() { # file: content from stdin, replaced atomically
+    cat >"$out/$1.tmp"
+    mv -f "$out/$1.tmp" "$out/$1"
+}
+
+# ---------------------------------------------------------------------------------------------
+write hypeman-main.conf <<EOF
+# Main-context lines for hypeman (rendered by nginx/render.sh; do not edit).
+# nginx clears its workers' environment; njs reads the HMAC key from JWT_SECRET.
+env JWT_SECRET;
+# The bearer-shape map is a regex on every protected request: JIT makes it ~4 us cheaper.
+pcre_jit on;
+EOF
+
+# ---------------------------------------------------------------------------------------------
+write hypeman-fastcgi.conf <<EOF
+# FastCGI parameters common to every hypeman app location (rendered by nginx/render.sh).
+# A location including this file defines HTTP_X_AUTH_SUBJECT itself.
+include /etc/nginx/fastcgi_params;
+# Debian's fastcgi_params already passes REQUEST_URI as the raw \$request_uri; the app
+# decodes path segments itself.
+fastcgi_param HTTP_X_REQUEST_ID \$request_id;
+# Setting these replaces the client's header of the same name: the bearer token never
+# reaches the app, and a client cannot inject httpoxy's HTTP_PROXY.
+fastcgi_param HTTP_AUTHORIZATION "";
+fastcgi_param HTTP_PROXY "";
+fastcgi_pass hypeman_fcgi;
+EOF
+
+# ---------------------------------------------------------------------------------------------
+{
+    cat <<EOF
+# Bearer JWT check (rendered by nginx/render.sh), included by every protected location.
+# 1. Shape, by map, without njs: header missing, scheme not "bearer", not three base64url
+#    parts with a 43-character signature. Answers with the precise reason.
+if (\$hypeman_auth_pre) {
+    add_header WWW-Authenticate Bearer always;
+    add_header Cache-Control no-store always;
+    return 401 '{"code":"Unauthorized","message":"\$hypeman_auth_pre"}\n';
+}
+EOF
+    if [ "$auth_cache" = 1 ]; then
+        cat <<EOF
+# 2. Signature and claims: a subrequest answered from the verdict cache, or else by
+#    nginx/jwt.js. A 401 from it ends in @hypeman_401 (error_page at server level).
+auth_request /_hypeman_auth;
+auth_request_set \$hypeman_jwt_sub \$sent_http_x_hypeman_sub;
+EOF
+    else
+        cat <<EOF
+# 2. Signature and claims: nginx/jwt.js on every request; "" means no valid token and ends
+#    in @hypeman_401 (error_page at server level).
+if (\$hypeman_jwt_sub = "") {
+    return 401;
+}
+EOF
+    fi
+} | write hypeman-auth.conf
+
+# ---------------------------------------------------------------------------------------------
+{
+    cat <<EOF
+# hypeman API locations (rendered by nginx/render.sh), included by every hypeman server.
+# Open: /health, /openapi.yaml. Everything else needs a bearer JWT (hypeman-auth.conf).
+
+default_type application/json;
+charset off;
+gzip off;
+server_tokens off;
+client_max_body_size $max_body;
+
+# FastCGI timing: synchronous operations may take minutes; the log stream overrides this.
+fastcgi_keep_conn off;
+fastcgi_connect_timeout 5s;
+fastcgi_send_timeout 300s;
+fastcgi_read_timeout 300s;
+
+# nginx's own errors are JSON too, so clients never see an HTML page. These do not touch app
+# responses (fastcgi_intercept_errors is off), so the app's JSON errors pass unchanged.
+error_page 401 @hypeman_401;
+error_page 400 @hypeman_400;
+error_page 404 @hypeman_404;
+error_page 405 @hypeman_405;
+error_page 413 @hypeman_413;
+error_page 414 @hypeman_414;
+error_page 500 @hypeman_500;
+error_page 502 @hypeman_502;
+error_page 503 @hypeman_503;
+error_page 504 @hypeman_504;
+location @hypeman_401 {
+    add_header WWW-Authenticate Bearer always;
+    add_header Cache-Control no-store always;
+    return 401 '{"code":"Unauthorized","message":"invalid token"}\n';
+}
+location @hypeman_400 { return 400 '{"code":"bad_request","message":"malformed request"}\n'; }
+location @hypeman_404 { return 404 '{"code":"not_found","message":"resource not found"}\n'; }
+location @hypeman_405 { return 405 '{"code":"method_not_allowed","message":"method not allowed"}\n'; }
+location @hypeman_413 { return 413 '{"code":"payload_too_large","message":"request body too large"}\n'; }
+location @hypeman_414 { return 414 '{"code":"uri_too_long","message":"request URI too long"}\n'; }
+location @hypeman_500 { return 500 '{"code":"internal_error","message":"internal error at the edge"}\n'; }
+location @hypeman_502 { return 502 '{"code":"unavailable","message":"API workers unavailable"}\n'; }
+location @hypeman_503 { return 503 '{"code":"unavailable","message":"service unavailable"}\n'; }
+location @hypeman_504 { return 504 '{"code":"timeout","message":"API workers did not answer in time"}\n'; }
+EOF
+    if [ "$auth_cache" = 1 ]; then
+        cat <<EOF
+
+# The auth subrequest. GET/HEAD/POST verdicts come from the cache (nginx caches no other
+# methods) or from the verifier server, which runs nginx/jwt.js and says how long its 204
+# may be kept (X-Accel-Expires: at most 30 s, never past exp). 401s are never cached. The
+# key holds the worker pid, so a restart (new JWT_SECRET) never reuses an old verdict.
+location = /_hypeman_auth {
+    internal;
+    if (\$request_method !~ ^(GET|HEAD|POST)\$) {
+        rewrite ^ /_hypeman_auth_uncached last;
+    }
+    proxy_pass http://hypeman_verify/;
+    proxy_method GET;
+    proxy_pass_request_body off;
+    proxy_pass_request_headers off;
+    proxy_set_header Authorization \$http_authorization;
+    # No body is sent, so no length either (else the verifier waits for the client's body).
+    proxy_set_header Content-Length "";
+    proxy_set_header Host hypeman-verify;
+    proxy_connect_timeout 2s;
+    proxy_read_timeout 10s;
+    proxy_cache hypeman_auth;
+    proxy_cache_key "\$pid \$http_authorization";
+    proxy_cache_methods GET HEAD POST;
+    proxy_cache_lock on;
+}
+location = /_hypeman_auth_uncached {
+    internal;
+    js_content hypeman_jwt.check;
+}
+EOF
+    fi
+    cat <<EOF
+
+location = /health {
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT "";
+}
+
+location = /openapi.yaml {
+    alias $openapi;
+    default_type application/yaml;
+    types { }
+}
+
+# Everything not matched below: authenticated, then the app (unknown paths get its JSON 404).
+location / {
+    include $out/hypeman-auth.conf;
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
+}
+
+# Volume uploads carry archives.
+location = /volumes {
+    client_max_body_size $max_archive;
+    include $out/hypeman-auth.conf;
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
+}
+location = /volumes/from-archive {
+    client_max_body_size $max_archive;
+    include $out/hypeman-auth.conf;
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
+}
+
+# Log streams (SSE): unbuffered, never gzipped, and followed streams may stay open for a day.
+location ~ ^/instances/[^/]+/logs\$ {
+    include $out/hypeman-auth.conf;
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
+    fastcgi_buffering off;
+    fastcgi_read_timeout 24h;
+    fastcgi_send_timeout 24h;
+    gzip off;
+}
+EOF
+    if [ "$bench" = 1 ]; then
+        cat <<EOF
+
+# ---- benchmark-only locations (HYPEMAN_BENCH=1); never enable in production ----
+# nginx alone.
+location = /_bench/static {
+    return 200 '{"ok":true}';
+}
+# A small static file, and the same file behind the bearer check: the auth cost without any
+# FastCGI work. (Not "return": it runs before the access phase, where auth_request works.)
+location = /_bench/static-file {
+    alias $out/bench-ok.json;
+}
+location = /_bench/static-auth {
+    include $out/hypeman-auth.conf;
+    alias $out/bench-ok.json;
+}
+# The app's tiny /_bench/hello answer, without auth.
+location = /_bench/hello {
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT "";
+}
+# The same app answer behind the bearer check.
+location = /_bench/hello-auth {
+    include $out/hypeman-auth.conf;
+    include $out/hypeman-fastcgi-bench.conf;
+    fastcgi_param REQUEST_URI /_bench/hello;
+    fastcgi_param DOCUMENT_URI /_bench/hello;
+    fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
+}
+# Real API paths without auth: /_bench/noauth/instances -> /instances, subject "bench".
+location /_bench/noauth/ {
+    include $out/hypeman-fastcgi-bench.conf;
+    fastcgi_param REQUEST_URI \$hypeman_bench_request_uri;
+    fastcgi_param DOCUMENT_URI \$hypeman_bench_document_uri;
+    fastcgi_param HTTP_X_AUTH_SUBJECT bench;
+    client_max_body_size $max_archive;
+}
+EOF
+    fi
+} | write hypeman-locations.conf
+
+if [ "$bench" = 1 ]; then
+    # Same parameters, but with REQUEST_URI/DOCUMENT_URI left to the location: FastCGI keeps
+    # duplicate parameters and the app would read the first (unstripped) one.
+    sed -e "s#^include /etc/nginx/fastcgi_params;#include $out/fastcgi_params_bench;#" \
+        "$out/hypeman-fastcgi.conf" | write hypeman-fastcgi-bench.conf
+    grep -v -E '^[[:space:]]*fastcgi_param[[:space:]]+(REQUEST_URI|DOCUMENT_URI)[[:space:]]' \
+        /etc/nginx/fastcgi_params | write fastcgi_params_bench
+    printf '{"ok":true}' | write bench-ok.json
+    chmod 0644 "$out/bench-ok.json"
+else
+    rm -f "$out/hypeman-fastcgi-bench.conf" "$out/fastcgi_params_bench" "$out/bench-ok.json"
+fi
+
+# ---------------------------------------------------------------------------------------------
+{
+    cat <<EOF
+# hypeman edge, http context (rendered by nginx/render.sh; do not edit, re-render instead).
+# Needs, in the main context: load_module ngx_http_js_module.so and "env JWT_SECRET;"
+# (see hypeman-main.conf).
+
+upstream hypeman_fcgi {
+    # One FastCGI worker process per socket. No keepalive: an idle pooled connection pins a
+    # libfcgi thread (stack-probe.md section 1, pitfall 12).
+EOF
+    for ((i = 0; i < workers; i++)); do
+        echo "    server unix:$run_dir/fcgi-$i.sock;"
+    done
+    cat <<EOF
+}
+
+js_import hypeman_jwt from $share_dir/nginx/jwt.js;
+
+# First gate of the bearer check, without njs: "" = well-formed "Bearer h.p.s", else the
+# 401 message. (map string matching is case-insensitive; the regexes are too.)
+map \$http_authorization \$hypeman_auth_pre {
+    default "invalid authorization header format";
+    "" "authorization header required";
+    "~*^bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}\$" "";
+    "~*^bearer " "invalid token";
+}
+EOF
+    if [ "$auth_cache" = 1 ]; then
+        cat <<EOF
+
+# Verdict cache for valid tokens (see /_hypeman_auth in hypeman-locations.conf). Entries
+# hold the Authorization value; the directory belongs to the worker user.
+proxy_cache_path $state_dir/tmp/auth-cache levels=1:2 keys_zone=hypeman_auth:4m
+                 max_size=64m inactive=60s use_temp_path=off;
+upstream hypeman_verify {
+    server unix:$verify_sock;
+}
+# The verifier: nginx/jwt.js as a content handler, reachable only through its socket.
+server {
+    listen unix:$verify_sock;
+    server_name hypeman-verify;
+    access_log off;
+    location / {
+        js_content hypeman_jwt.check;
+    }
+}
+EOF
+    else
+        cat <<EOF
+js_set \$hypeman_jwt_sub hypeman_jwt.subject;
+EOF
+    fi
+    if [ "$bench" = 1 ]; then
+        cat <<EOF
+
+# /_bench/noauth/<path> is passed to the app as /<path> (raw form kept).
+map \$request_uri \$hypeman_bench_request_uri {
+    default \$request_uri;
+    "~^/_bench/noauth(?<hypeman_rest>/.*)\$" \$hypeman_rest;
+}
+map \$uri \$hypeman_bench_document_uri {
+    default \$uri;
+    "~^/_bench/noauth(?<hypeman_drest>/.*)\$" \$hypeman_drest;
+}
+EOF
+    fi
+    if [ -n "$http_listen" ]; then
+        cat <<EOF
+
+server {
+    listen $http_listen;
+    server_name _;
+    include $out/hypeman-locations.conf;
+}
+EOF
+    fi
+    if [ -n "$https_listen" ]; then
+        cat <<EOF
+
+server {
+    listen $https_listen ssl http2;
+    server_name _;
+    ssl_certificate $tls_cert;
+    ssl_certificate_key $tls_key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:hypeman_tls:4m;
+    ssl_session_timeout 1h;
+    include $out/hypeman-locations.conf;
+}
+EOF
+    fi
+} | write hypeman-http.conf
+
+# ---------------------------------------------------------------------------------------------
+{
+    cat <<EOF
+# hypeman edge, standalone nginx main config (rendered by nginx/render.sh).
+#   JWT_SECRET=... nginx -p $out -c nginx.conf -e $out/error.log
+# Stop: nginx -p $out -c nginx.conf -s quit  (or add -g 'daemon off;' to run in the foreground)
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
+include $out/hypeman-main.conf;
+EOF
+    if [ -n "$nginx_user" ]; then echo "user $nginx_user;"; fi
+    cat <<EOF
+worker_processes $nginx_workers;
+pid $state_dir/nginx.pid;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    client_body_temp_path $state_dir/tmp/body;
+    fastcgi_temp_path $state_dir/tmp/fastcgi;
+    proxy_temp_path $state_dir/tmp/proxy;
+    scgi_temp_path $state_dir/tmp/scgi;
+    uwsgi_temp_path $state_dir/tmp/uwsgi;
+EOF
+    if [ -n "$access_log" ]; then
+        echo "    access_log $access_log;"
+    else
+        echo "    access_log off;"
+    fi
+    cat <<EOF
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65s;
+
+    include $out/hypeman-http.conf;
+}
+EOF
+} | write nginx.conf
+
+echo "rendered $out/nginx.conf"
