@@ -43,10 +43,12 @@ let package = Package(
         .target(name: "VMM", dependencies: ["Model"], exclude: ["README.md"]),
         .target(name: "QEMUDriver", dependencies: ["VMM", "Model"], exclude: ["README.md"]),
         .target(name: "CloudHypervisorDriver", dependencies: ["VMM", "HTTPFetch", "Model"], exclude: ["README.md"]),
+        // Host networking: bridge, TAPs, NAT rules, IP/MAC allocation, all inside an optional netns.
+        .target(name: "Network", dependencies: ["Model"], exclude: ["README.md"]),
         // Guest boot files: kernel discovery, initramfs (busybox, modules, our init), config disk.
         .target(name: "GuestBoot", dependencies: ["Model", "Digest"], exclude: ["README.md"]),
         .target(name: "ProvisionerCore", dependencies: ["Store", "Model", "JSON", "Wakeup", "OCI", "Disk", "VMM", "QEMUDriver",
-                                                        "CloudHypervisorDriver", "GuestBoot"], exclude: ["README.md"]),
+                                                        "CloudHypervisorDriver", "GuestBoot", "Network"], exclude: ["README.md"]),
         .executableTarget(name: "Provisioner", dependencies: ["ProvisionerCore"]),
 
         // Mints HS256 bearer tokens for a subject and lifetime.
@@ -62,5 +64,6 @@ let package = Package(
         .testTarget(name: "QEMUDriverTests", dependencies: ["QEMUDriver", "VMM"]),
         .testTarget(name: "CloudHypervisorDriverTests", dependencies: ["CloudHypervisorDriver", "VMM"]),
         .testTarget(name: "GuestBootTests", dependencies: ["GuestBoot"]),
+        .testTarget(name: "NetworkTests", dependencies: ["Network"]),
     ]
 )
