@@ -179,13 +179,18 @@ public final class Statement {
         throw e
     }
 
+    /// Column name → index, computed once per statement.
+    private lazy var columns: ColumnIndex = {
+        var map: [String: Int] = [:]
+        for i in 0..<sqlite3_column_count(stmt) { map[String(cString: sqlite3_column_name(stmt, i))] = Int(i) }
+        return ColumnIndex(map: map)
+    }()
+
     func row() -> Row {
         let n = sqlite3_column_count(stmt)
         var values: [SQLValue] = []
-        var names: [String] = []
         values.reserveCapacity(Int(n))
         for i in 0..<n {
-            names.append(String(cString: sqlite3_column_name(stmt, i)))
             switch sqlite3_column_type(stmt, i) {
             case SQLITE_INTEGER: values.append(.int(sqlite3_column_int64(stmt, i)))
             case SQLITE_FLOAT: values.append(.double(sqlite3_column_double(stmt, i)))
@@ -199,17 +204,23 @@ public final class Statement {
                 }
             }
         }
-        return Row(names: names, values: values)
+        return Row(columns: columns, values: values)
     }
+}
+
+/// Shared, immutable column lookup for the rows of one statement.
+public final class ColumnIndex: Sendable {
+    let map: [String: Int]
+    init(map: [String: Int]) { self.map = map }
 }
 
 /// One result row, readable by column name.
 public struct Row: Sendable {
-    public let names: [String]
+    let columns: ColumnIndex
     public let values: [SQLValue]
 
     public subscript(_ name: String) -> SQLValue {
-        guard let i = names.firstIndex(of: name) else { return .null }
+        guard let i = columns.map[name] else { return .null }
         return values[i]
     }
 

@@ -68,6 +68,20 @@ extension Store {
     static let activeStates = "('Created','Initializing','Running','Paused','Shutdown','Unknown')"
 
     func instanceRecord(_ r: Row) throws -> InstanceRecord {
+        var rec = baseInstanceRecord(r)
+        rec.volumes = try db.query("""
+            SELECT volume_id, mount_path, readonly, overlay, overlay_size FROM instance_volumes
+            WHERE instance_id = ? ORDER BY position
+            """, [rec.id]).map(Self.instanceVolume)
+        return rec
+    }
+
+    static func instanceVolume(_ r: Row) -> InstanceVolume {
+        InstanceVolume(volumeID: r.string("volume_id") ?? "", mountPath: r.string("mount_path") ?? "",
+                       readonly: r.bool("readonly"), overlay: r.bool("overlay"), overlaySize: r.int("overlay_size"))
+    }
+
+    func baseInstanceRecord(_ r: Row) -> InstanceRecord {
         let id = r.string("id") ?? ""
         var rec = InstanceRecord(
             id: id, name: r.string("name") ?? "", image: r.string("image") ?? "", imageDigest: r.string("image_digest") ?? "",
@@ -81,19 +95,23 @@ extension Store {
         rec.hasSnapshot = r.bool("has_snapshot")
         rec.creating = r.bool("creating")
         rec.startedAt = r.string("started_at"); rec.stoppedAt = r.string("stopped_at")
-        rec.volumes = try db.query("""
-            SELECT volume_id, mount_path, readonly, overlay, overlay_size FROM instance_volumes
-            WHERE instance_id = ? ORDER BY position
-            """, [id]).map {
-            InstanceVolume(volumeID: $0.string("volume_id") ?? "", mountPath: $0.string("mount_path") ?? "",
-                           readonly: $0.bool("readonly"), overlay: $0.bool("overlay"), overlaySize: $0.int("overlay_size"))
-        }
         return rec
     }
 
-    /// All instances in id order.
+    /// All instances in id order (two queries, however many instances).
     public func listInstances() throws -> [InstanceRecord] {
-        try db.query("SELECT * FROM instances ORDER BY id").map(instanceRecord)
+        var byInstance: [String: [InstanceVolume]] = [:]
+        for r in try db.query("""
+            SELECT instance_id, volume_id, mount_path, readonly, overlay, overlay_size FROM instance_volumes
+            ORDER BY instance_id, position
+            """) {
+            byInstance[r.string("instance_id") ?? "", default: []].append(Self.instanceVolume(r))
+        }
+        return try db.query("SELECT * FROM instances ORDER BY id").map { r in
+            var rec = baseInstanceRecord(r)
+            rec.volumes = byInstance[rec.id] ?? []
+            return rec
+        }
     }
 
     public func instance(id: String) throws -> InstanceRecord? {
