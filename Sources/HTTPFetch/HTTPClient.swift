@@ -72,7 +72,9 @@ public final class HTTPClient {
             try check(ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, req.lowSpeedLimit), "low speed limit")
             try check(ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, req.lowSpeedTime), "low speed time")
         }
-        try check(ccurl_setopt_long(handle, CURLOPT_BUFFERSIZE, 512 * 1024), "buffer size")
+        // A bigger receive buffer means fewer callbacks; curl refuses a change after some failed
+        // transfers on a handle, which is harmless, so the result is ignored.
+        _ = ccurl_setopt_long(handle, CURLOPT_BUFFERSIZE, 512 * 1024)
         if let sock = req.unixSocket {
             try check(ccurl_setopt_str(handle, CURLOPT_UNIX_SOCKET_PATH, sock), "unix socket")
         }

@@ -50,6 +50,8 @@ public struct LayerSource: Sendable {
 public final class LayerUnpacker {
     public let rootPath: String
     public let limits: UnpackLimits
+    /// Decompress on a helper thread, overlapping with file writes (default). Off: inline.
+    public var inflateOnThread = true
     public private(set) var stats = UnpackStats()
     private let rootFD: Int32
     private let isRoot: Bool
@@ -60,6 +62,8 @@ public final class LayerUnpacker {
     private var written: Set<String> = []
     private var finished = false
     private var staleFDs: [Int32] = []
+    /// The layer ended inside the padding after its last file (see `regularFile`).
+    private var truncatedTail = false
 
     struct DirMeta { var mode: mode_t; var uid: uid_t; var gid: gid_t; var mtime: timespec? }
 
@@ -94,14 +98,36 @@ public final class LayerUnpacker {
         precondition(!finished, "apply after finish")
         guard let a = archive_read_new() else { throw .io("archive_read_new failed") }
         defer { archive_read_free(a) }
-        archive_read_support_filter_gzip(a)
-        archive_read_support_filter_zstd(a)
         archive_read_support_format_tar(a)
-        guard archive_read_open_filename(a, layer.path, 1 << 20) == ARCHIVE_OK else {
-            throw .io("cannot open layer \(layer.path): \(Self.archiveError(a))")
+        // Compressed layers are decompressed on a second thread and streamed to this one over a
+        // socket pair: inflating and writing files overlap (no intermediate copy).
+        var inflater: Inflater?
+        if inflateOnThread, layer.compression != .none, let inf = Inflater(path: layer.path) {
+            inflater = inf
+            guard archive_read_open_fd(a, inf.readFD, 1 << 20) == ARCHIVE_OK else {
+                inf.finish()
+                throw .io("cannot read layer \(layer.path): \(Self.archiveError(a))")
+            }
+        } else {
+            archive_read_support_filter_gzip(a)
+            archive_read_support_filter_zstd(a)
+            guard archive_read_open_filename(a, layer.path, 1 << 20) == ARCHIVE_OK else {
+                throw .io("cannot open layer \(layer.path): \(Self.archiveError(a))")
+            }
         }
+        do {
+            try applyEntries(a, layer)
+        } catch {
+            if let inflater, let e = inflater.finish() { throw e }   // the root cause, if it was the stream
+            throw error
+        }
+        if let inflater, let e = inflater.finish() { throw e }
+    }
+
+    private func applyEntries(_ a: OpaquePointer, _ layer: LayerSource) throws(OCIError) {
         written.removeAll(keepingCapacity: true)
         dropCache()
+        truncatedTail = false
         var entry: OpaquePointer?
         while true {
             let r = archive_read_next_header(a, &entry)
@@ -115,6 +141,7 @@ public final class LayerUnpacker {
             }
             defer { closeStale() }
             try applyEntry(a, e)
+            if truncatedTail { break }
         }
         dropCache()
         closeStale()
@@ -234,7 +261,13 @@ public final class LayerUnpacker {
         while true {
             let r = archive_read_data_block(a, &buf, &len, &offset)
             if r == ARCHIVE_EOF { break }
-            guard r == ARCHIVE_OK || r == ARCHIVE_WARN else { throw .unsafeLayer("\(full): corrupt data: \(Self.archiveError(a))") }
+            guard r == ARCHIVE_OK || r == ARCHIVE_WARN else {
+                // Some writers (umoci 0.4.7 `insert`) end the stream right after the last file's
+                // data, without padding or trailer. Go's tar reader accepts that; so do we, but
+                // only when the file is complete, and the layer then ends here.
+                if end >= size && size >= 0 { truncatedTail = true; break }
+                throw .unsafeLayer("\(full): corrupt data: \(Self.archiveError(a))")
+            }
             guard len > 0, let base = buf else { continue }
             stats.bytes += Int64(len)
             if stats.bytes > limits.maxBytes {
@@ -475,4 +508,86 @@ public final class LayerUnpacker {
     static func archiveError(_ a: OpaquePointer) -> String {
         archive_error_string(a).map { String(cString: $0) } ?? "unknown libarchive error"
     }
+}
+
+/// Decompresses a gzip/zstd layer on its own thread (libarchive `raw` format) and writes the plain
+/// tar into one end of a socket pair; `readFD` is the other end. `finish()` closes our end, waits
+/// for the thread and returns its error, if any. Sends use MSG_NOSIGNAL: no SIGPIPE when the
+/// reader stops early.
+final class Inflater: @unchecked Sendable {
+    let readFD: Int32
+    private let writeFD: Int32
+    private let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var error: OCIError?
+    private var finished = false
+
+    init?(path: String) {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else { return nil }
+        readFD = fds[0]
+        writeFD = fds[1]
+        var size: Int32 = 1 << 20
+        _ = setsockopt(writeFD, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        let t = Thread { [self] in
+            let e = self.pump(path)
+            self.lock.lock(); self.error = e; self.lock.unlock()
+            close(self.writeFD)
+            self.done.signal()
+        }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    private func pump(_ path: String) -> OCIError? {
+        guard let a = archive_read_new() else { return .io("archive_read_new failed") }
+        defer { archive_read_free(a) }
+        archive_read_support_filter_gzip(a)
+        archive_read_support_filter_zstd(a)
+        archive_read_support_format_raw(a)
+        guard archive_read_open_filename(a, path, 1 << 20) == ARCHIVE_OK else {
+            return .io("cannot open layer \(path): \(LayerUnpacker.archiveError(a))")
+        }
+        var entry: OpaquePointer?
+        guard archive_read_next_header(a, &entry) == ARCHIVE_OK else {
+            return .unsafeLayer("\(path): not a compressed stream: \(LayerUnpacker.archiveError(a))")
+        }
+        var buf: UnsafeRawPointer?
+        var len = 0
+        var offset: la_int64_t = 0
+        while true {
+            let r = archive_read_data_block(a, &buf, &len, &offset)
+            if r == ARCHIVE_EOF { return nil }
+            guard r == ARCHIVE_OK || r == ARCHIVE_WARN else {
+                return .unsafeLayer("\(path): corrupt compressed data: \(LayerUnpacker.archiveError(a))")
+            }
+            guard let base = buf else { continue }
+            var sent = 0
+            while sent < len {
+                let n = send(writeFD, base + sent, len - sent, Int32(MSG_NOSIGNAL))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return nil   // the reader stopped (it reports its own error, or it was done)
+                }
+                sent += n
+            }
+        }
+    }
+
+    /// Closes the reading end, waits for the thread, returns its error. Idempotent.
+    @discardableResult
+    func finish() -> OCIError? {
+        lock.lock()
+        let first = !finished
+        finished = true
+        lock.unlock()
+        if first {
+            close(readFD)
+            done.wait()
+        }
+        lock.lock(); defer { lock.unlock() }
+        return error
+    }
+
+    deinit { finish() }
 }

@@ -117,7 +117,7 @@ struct RegistryClientTests {
         let r = try ImageReference.parse("127.0.0.1:9/x/y:latest")
         let c = RegistryClient(options: RegistryOptions(insecureRegistries: ["127.0.0.1:9"], retry: RetryPolicy(maxAttempts: 2, baseDelay: 0.01)))
         #expect(throws: OCIError.self) { _ = try c.resolve(r, timeout: 2) }
-        do { _ = try c.resolve(r, timeout: 2) } catch let error as OCIError { if case .transport = error {} else { Issue.record("wrong error \(error)") } }
+        do { _ = try c.resolve(r, timeout: 2) } catch { if case .transport = error {} else { Issue.record("wrong error \(error)") } }
     }
 }
 
@@ -144,7 +144,7 @@ struct RegistryClientTests {
         let out = Pipe()
         server.standardOutput = out
         try server.run()
-        defer { server.terminate(); server.waitUntilExit() }
+        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
         _ = out.fileHandleForReading.readData(ofLength: 6)
         let http = try HTTPClient()
         let resp = try http.request(method: "PUT", url: "http://localhost/api/v1/vm.boot",

@@ -139,7 +139,8 @@ final class FakeRegistry {
     }
 
     deinit {
-        process.terminate()
+        // SIGKILL: a child spawned from a dispatch thread inherits its blocked SIGTERM.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
 

@@ -181,3 +181,40 @@ struct UnpackTests {
         #expect(throws: OCIError.self) { _ = try LayerUnpacker.unpack([LayerSource(path: p, compression: .gzip)], into: dir.sub("root")) }
     }
 }
+
+@Suite(.enabled(if: pythonAvailable, "needs /usr/bin/python3 to write test tar files"))
+struct TruncatedTailTests {
+    /// Cuts a plain tar at `keep` bytes.
+    func cut(_ entries: [TarEntry], keep: (Int) -> Int, dir: TempDir) throws -> String {
+        let p = dir.sub("layer")
+        try makeTar(entries, at: p, compression: "none")
+        let data = try Data(contentsOf: URL(fileURLWithPath: p))
+        try data.prefix(keep(data.count)).write(to: URL(fileURLWithPath: p))
+        return p
+    }
+
+    @Test func missingPaddingAfterTheLastFileIsAccepted() throws {
+        let dir = TempDir("trunc")
+        // PAX: each entry is a 512-byte pax header block + its data block, then header + data.
+        // Keep everything up to 3 bytes into the last file's data block.
+        let entries = [TarEntry.file("a", "first"), TarEntry.file("b", "abc")]
+        let plain = dir.sub("full")
+        try makeTar(entries, at: plain, compression: "none")
+        let full = try Data(contentsOf: URL(fileURLWithPath: plain))
+        guard let idx = full.range(of: Data("abc".utf8))?.lowerBound else { Issue.record("no data"); return }
+        let p = try cut(entries, keep: { _ in idx + 3 }, dir: dir)
+        _ = try LayerUnpacker.unpack([LayerSource(path: p, compression: .none)], into: dir.sub("root"))
+        #expect(readText(dir.sub("root") + "/b") == "abc")
+    }
+
+    @Test func missingFileDataIsStillAnError() throws {
+        let dir = TempDir("trunc")
+        let entries = [TarEntry.file("a", "first"), TarEntry.file("b", "abcdef")]
+        let plain = dir.sub("full")
+        try makeTar(entries, at: plain, compression: "none")
+        let full = try Data(contentsOf: URL(fileURLWithPath: plain))
+        guard let idx = full.range(of: Data("abcdef".utf8))?.lowerBound else { Issue.record("no data"); return }
+        let p = try cut(entries, keep: { _ in idx + 3 }, dir: dir)
+        #expect(throws: OCIError.self) { _ = try LayerUnpacker.unpack([LayerSource(path: p, compression: .none)], into: dir.sub("root")) }
+    }
+}
