@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# The test command: builds, runs the Swift unit tests, then the integration suites (real nginx,
-# FastCGI workers, SQLite, the Provisioner, a local OCI registry, QEMU VMs, the official SDK).
+# The test command: builds; starts two local OCI registries on 127.0.0.1 (plain, and with basic
+# auth) with the offline test images; runs the Swift tests; then the integration suites (real
+# nginx, FastCGI workers, SQLite, the Provisioner, QEMU VMs, the official SDK) with pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 swift build 2>&1 | tail -n 3
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "build failed"; exit "$status"; }
-echo "== Swift unit tests"
-swift test 2>&1 | tee /tmp/hypeman-swift-test.log | grep -E "^(✘|✔ Test run|Test Suite .*(passed|failed)|.*error:)" | tail -n 40
+
+work=$(mktemp -d /tmp/hm-test-XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+plain=$(free_port); authp=$(free_port)
+cleanup() {
+  bash tests/fixtures/registry.sh stop "$plain" "$work/plain" >/dev/null 2>&1
+  bash tests/fixtures/registry.sh stop "$authp" "$work/auth" >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+if bash tests/fixtures/registry.sh start "$plain" "$work/plain" >/dev/null \
+   && bash tests/fixtures/registry.sh start "$authp" "$work/auth" tester:s3cret >/dev/null \
+   && bash tests/fixtures/make-test-images.sh "127.0.0.1:$plain" "$work/img1" >/dev/null \
+   && bash tests/fixtures/make-test-images.sh "127.0.0.1:$authp" "$work/img2" tester:s3cret >/dev/null; then
+  export HYPEMAN_TEST_REGISTRY="127.0.0.1:$plain" HYPEMAN_TEST_AUTH_REGISTRY="127.0.0.1:$authp" HYPEMAN_TEST_AUTH_CREDS=tester:s3cret
+else
+  echo "warning: local test registries could not start; registry integration tests will skip"
+fi
+
+echo "== Swift tests"
+timeout 1800 swift test 2>&1 | tee "$work/swift-test.log" | grep -E "^(✘|✔ Test run|Test Suite .*(passed|failed)|.*error:)|skipped|Skipping|skip" | tail -n 60
 swift_status=${PIPESTATUS[0]}
 echo "== Integration tests (pytest)"
 HYPEMAN_BIN_DIR="$(swift build --show-bin-path)" python3 -m pytest -q -rs tests/ "$@"
