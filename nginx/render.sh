@@ -233,6 +233,8 @@ EOF
 # key holds the worker pid, so a restart (new JWT_SECRET) never reuses an old verdict.
 location = /_hypeman_auth {
     internal;
+    # The subrequest never reads the body; the calling location enforces its own size limit.
+    client_max_body_size 0;
     if (\$request_method !~ ^(GET|HEAD|POST)\$) {
         rewrite ^ /_hypeman_auth_uncached last;
     }
@@ -253,6 +255,7 @@ location = /_hypeman_auth {
 }
 location = /_hypeman_auth_uncached {
     internal;
+    client_max_body_size 0;
     js_content hypeman_jwt.check;
 }
 EOF

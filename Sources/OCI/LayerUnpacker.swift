@@ -13,8 +13,14 @@ public struct UnpackLimits: Sendable, Equatable {
     /// Longest entry path.
     public var maxPathBytes: Int
 
-    public init(maxBytes: Int64 = 32 << 30, maxEntries: Int = 2_000_000, maxPathBytes: Int = 4096) {
+    /// A user's archive rather than an image layer: `.wh.` names are ordinary files, device nodes
+    /// and FIFOs are skipped, and symlinks must point inside the tree (no absolute targets, no
+    /// `..` above the root).
+    public var plainArchive: Bool
+
+    public init(maxBytes: Int64 = 32 << 30, maxEntries: Int = 2_000_000, maxPathBytes: Int = 4096, plainArchive: Bool = false) {
         self.maxBytes = maxBytes; self.maxEntries = maxEntries; self.maxPathBytes = maxPathBytes
+        self.plainArchive = plainArchive
     }
 }
 
@@ -174,6 +180,7 @@ public final class LayerUnpacker {
     private func applyEntry(_ a: OpaquePointer, _ e: OpaquePointer) throws(OCIError) {
         guard let rawPath = archive_entry_pathname(e) else { throw .unsafeLayer("entry without a path") }
         let path = String(cString: rawPath)
+        if limits.plainArchive && path.hasPrefix("/") { throw .unsafeLayer("absolute path \(path)") }
         let comps = try Self.safeComponents(path, limit: limits.maxPathBytes)
         let type = archive_entry_filetype(e)
         guard let name = comps.last else {
@@ -183,7 +190,7 @@ public final class LayerUnpacker {
         }
         let parentComps = comps.dropLast()
 
-        if name.hasPrefix(".wh.") {
+        if name.hasPrefix(".wh.") && !limits.plainArchive {
             stats.whiteouts += 1
             try whiteout(name: name, parent: parentComps)
             return
@@ -213,10 +220,13 @@ public final class LayerUnpacker {
             try regularFile(a, e, parentFD: parent.fd, name: name, full: full)
         case S_IFLNK:
             guard let target = archive_entry_symlink(e) else { throw .unsafeLayer("\(path): symlink without a target") }
+            if limits.plainArchive { try Self.checkContained(symlink: String(cString: target), in: parentComps, entry: path) }
             try removeExisting(parent.fd, name, full)
             guard symlinkat(target, parent.fd, name) == 0 else { throw .io("symlink \(full): \(Self.err())") }
             if isRoot { _ = fchownat(parent.fd, name, uid_t(archive_entry_uid(e)), gid_t(archive_entry_gid(e)), AT_SYMLINK_NOFOLLOW) }
             if let t = mtime(e) { var ts = [t, t]; _ = utimensat(parent.fd, name, &ts, AT_SYMLINK_NOFOLLOW) }
+        case S_IFIFO where limits.plainArchive, S_IFCHR where limits.plainArchive, S_IFBLK where limits.plainArchive:
+            stats.skipped += 1
         case S_IFIFO:
             try removeExisting(parent.fd, name, full)
             guard mknodat(parent.fd, name, S_IFIFO | 0o600, 0) == 0 else { throw .io("mkfifo \(full): \(Self.err())") }
@@ -348,6 +358,16 @@ public final class LayerUnpacker {
     }
 
     // MARK: Paths
+
+    /// A symlink in a user archive must resolve inside the tree: relative, and never above the root.
+    static func checkContained(symlink target: String, in parent: ArraySlice<String>, entry: String) throws(OCIError) {
+        guard !target.hasPrefix("/") else { throw .unsafeLayer("\(entry): symlink to an absolute path \(target)") }
+        var depth = parent.count
+        for c in target.split(separator: "/", omittingEmptySubsequences: true) {
+            if c == "." { continue }
+            if c == ".." { depth -= 1; if depth < 0 { throw .unsafeLayer("\(entry): symlink \(target) escapes the archive") } } else { depth += 1 }
+        }
+    }
 
     /// Splits an entry path into components, relative to the root: a leading `/` is dropped (as
     /// umoci writes the root entry, and as docker/containerd read such names); `..` is refused.
