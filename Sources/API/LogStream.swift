@@ -2,6 +2,7 @@ import FastCGI
 import JSON
 import Model
 import Store
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,6 +10,10 @@ import Glibc
 /// `GET /instances/{id}/logs`: SSE, one `data: "<line as JSON string>"` event per line; `tail`
 /// lines first, then (with `follow=true`) new lines until the client leaves or the instance is
 /// deleted. No time cut-off; a comment line every 15 s notices departed clients.
+/// Followed streams of this process right now: each pins a worker thread, so at most half the
+/// threads may follow (the rest keep serving the API).
+let activeFollowers = Atomic<Int>(0)
+
 enum LogStream {
     static let sources = ["app", "vmm", "hypeman"]
     static let maxTail = 100_000
@@ -41,6 +46,14 @@ enum LogStream {
         guard fd >= 0 else { throw APIError(.logNotFound, "requested log file does not exist yet") }
         defer { close(fd) }
 
+        if follow {
+            let n = activeFollowers.wrappingAdd(1, ordering: .relaxed).newValue
+            if n > max(1, h.config.threads / 2) {
+                activeFollowers.wrappingSubtract(1, ordering: .relaxed)
+                throw APIError(.unavailable, "too many followed log streams on this worker (\(n - 1)); retry later, or raise FCGI_THREADS")
+            }
+        }
+        defer { if follow { activeFollowers.wrappingSubtract(1, ordering: .relaxed) } }
         ex.writeHead(status: 200, headers: [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                                             ("X-Accel-Buffering", "no")])
         var offset = sendTail(fd, tail, ex)
