@@ -27,7 +27,7 @@ else
 fi
 
 echo "== Swift tests"
-timeout 1800 swift test 2>&1 | tee "$work/swift-test.log" | grep -E "^(✘|✔ Test run|Test Suite .*(passed|failed)|.*error:)|skipped|Skipping|skip" | tail -n 60
+timeout 1800 swift test ${SWIFT_TEST_FLAGS:-} 2>&1 | tee "$work/swift-test.log" | grep -E "^(✘|✔ Test run|Test Suite .*(passed|failed)|.*error:)|skipped|Skipping|skip" | tail -n 60
 swift_status=${PIPESTATUS[0]}
 echo "== Integration tests (pytest)"
 HYPEMAN_BIN_DIR="$(swift build --show-bin-path)" python3 -m pytest -q -rs tests/ "$@"

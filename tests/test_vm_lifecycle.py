@@ -252,3 +252,17 @@ def test_sdk_lifecycle(stack, client, image):
     assert client.instances.get(inst.id).hypervisor in ("qemu", "cloud-hypervisor")
     client.instances.delete(inst.id)
     assert_gone(stack, {"Authorization": f"Bearer {stack.token()}"}, inst.id)
+
+
+def test_auto_pull_on_create(stack, auth, image):
+    """With "auto_pull": true a missing image is pulled first, then the instance boots."""
+    name = stack.image("test/busybox:zstd")
+    api(stack, auth, "DELETE", "/images/" + requests.utils.quote(name, safe=""))   # pulled by another test, maybe
+    r = api(stack, auth, "POST", "/instances", json={"name": "vm-autopull", "image": name})
+    assert r.status_code == 404, "without auto_pull a missing image is 404"
+    inst = create(stack, auth, name, "vm-autopull", env={"GREETING": "pulled"}, auto_pull=True)
+    wait_line(stack, auth, inst["id"], r"GREETING=pulled$")
+    img = api(stack, auth, "GET", "/images/" + requests.utils.quote(name, safe="")).json()
+    assert img["status"] == "ready"
+    assert api(stack, auth, "DELETE", f"/instances/{inst['id']}").status_code == 204
+    assert_gone(stack, auth, inst["id"])

@@ -20,6 +20,7 @@ import Store
 /// | MAX_TOTAL_VOLUME_STORAGE | unlimited (GB) |
 /// | HYPEMAN_UPLOAD_DIR | DATA_DIR/uploads (volume archives staged for the Provisioner) |
 /// | ACME_EMAIL, ACME_DNS_PROVIDER | unset: TLS ingresses are refused |
+/// | AUTO_PULL | false — POST /instances pulls a missing image first |
 public struct APIConfig: Sendable {
     public var dataDir: String
     public var dbPath: String
@@ -34,6 +35,8 @@ public struct APIConfig: Sendable {
     public var maxTotalVolumeGB: Int
     public var acmeConfigured: Bool
     public var threads: Int
+    /// AUTO_PULL: POST /instances pulls a missing image first (default false, as the reference).
+    public var autoPull: Bool
 
     public var provisionerSocket: String { runDir + "/provisioner.wake" }
 
@@ -66,6 +69,7 @@ public struct APIConfig: Sendable {
             limits: .init(maxTotalVCPUs: try int("MAX_TOTAL_VCPUS", 0), maxTotalMemory: totalMem),
             maxTotalVolumeGB: try int("MAX_TOTAL_VOLUME_STORAGE", 0),
             acmeConfigured: env("ACME_EMAIL") != nil && env("ACME_DNS_PROVIDER") != nil,
-            threads: try int("FCGI_THREADS", 16))
+            threads: try int("FCGI_THREADS", 16),
+            autoPull: ["1", "true", "yes"].contains((env("AUTO_PULL") ?? "").lowercased()))
     }
 }

@@ -94,8 +94,9 @@ enum InstanceRoutes {
         }
 
         let ref = try ImageReference.parse(imageName)
-        guard let img = try h.store.image(for: ref) else {
-            throw APIError(.notFound, "image \(ref.normalized) not found: pull it first with POST /images")
+        let autoPull = try body.bool("auto_pull") ?? h.config.autoPull
+        guard let img = try h.store.image(for: ref) ?? (autoPull ? pullForCreate(h, ref) : nil) else {
+            throw APIError(.notFound, "image \(ref.normalized) not found: pull it first with POST /images (or set auto_pull)")
         }
         guard img.status == "ready" else {
             throw APIError(.imageNotReady, "image not ready: image status is \(img.status)")
@@ -112,6 +113,25 @@ enum InstanceRoutes {
         try h.check(job)
         guard let now = try h.store.instance(id: rec.id) else { throw APIError(.internalError, "instance vanished after create") }
         h.send(ex, status: 201, Render.instance(now))
+    }
+
+    /// Auto-pull (AUTO_PULL=true, or `"auto_pull": true` in the request): pulls the image and waits
+    /// (bounded by SYNC_WAIT_SECONDS) until its build ends; the create then proceeds or reports why not.
+    static func pullForCreate(_ h: APIHandler, _ ref: ImageReference) throws -> ImageRecord? {
+        guard let job = try h.runJob(.pull, target: ref.normalized, payload: ["name": .string(ref.normalized)],
+                                     wait: h.config.resolveWaitSeconds) else {
+            throw APIError(.timeout, "resolving \(ref.normalized) is taking too long; pull it with POST /images and retry")
+        }
+        try h.check(job)
+        let deadline = Timestamp.monotonic() + h.config.syncWaitSeconds
+        while Timestamp.monotonic() < deadline {
+            if let img = try h.store.image(named: ref.normalized), img.status == "ready" || img.status == "failed" {
+                if img.status == "failed" { throw APIError(.imageNotReady, "image \(ref.normalized) failed to build: \(img.error ?? "unknown error")") }
+                return img
+            }
+            h.waiter.wait(timeoutMs: 100)
+        }
+        throw APIError(.timeout, "image \(ref.normalized) is still being pulled; retry the create when GET /images shows it ready")
     }
 
     /// A `VolumeMount` of the create request, validated (contract §2.3 step 2).
