@@ -10,7 +10,7 @@ import Glibc
 public final class BlobStore: Sendable {
     public let root: String
     public let blobDir: String
-    private let inflight = InflightSet()
+    private let inflight = KeyedLocks()
 
     public init(root: String) throws(OCIError) {
         self.root = root
@@ -165,26 +165,27 @@ public final class TempBlob {
     }
 }
 
-/// Names currently being worked on, with waiting. `NSCondition` guards the set.
-final class InflightSet: @unchecked Sendable {
+/// Per-key exclusive locks with waiting (blobs being fetched, digests being built).
+/// `NSCondition` guards the set.
+public final class KeyedLocks: @unchecked Sendable {
     private let cond = NSCondition()
     private var busy: Set<String> = []
 
-    func acquire(_ key: String) {
+    public init() {}
+
+    public func acquire(_ key: String) {
         cond.lock()
         while busy.contains(key) { cond.wait() }
         busy.insert(key)
         cond.unlock()
     }
 
-    func tryAcquire(_ key: String) -> Bool {
+    public func tryAcquire(_ key: String) -> Bool {
         cond.lock(); defer { cond.unlock() }
-        if busy.contains(key) { return false }
-        busy.insert(key)
-        return true
+        return busy.insert(key).inserted
     }
 
-    func release(_ key: String) {
+    public func release(_ key: String) {
         cond.lock()
         busy.remove(key)
         cond.broadcast()

@@ -306,27 +306,3 @@ public final class OCIImageService: ImageService {
     }
 }
 
-/// Per-key exclusive locks with waiting.
-final class KeyedLocks: @unchecked Sendable {
-    private let cond = NSCondition()
-    private var busy: Set<String> = []
-
-    func acquire(_ key: String) {
-        cond.lock()
-        while busy.contains(key) { cond.wait() }
-        busy.insert(key)
-        cond.unlock()
-    }
-
-    func tryAcquire(_ key: String) -> Bool {
-        cond.lock(); defer { cond.unlock() }
-        return busy.insert(key).inserted
-    }
-
-    func release(_ key: String) {
-        cond.lock()
-        busy.remove(key)
-        cond.broadcast()
-        cond.unlock()
-    }
-}

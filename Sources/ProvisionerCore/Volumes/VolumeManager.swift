@@ -2,6 +2,7 @@ import Foundation
 import Model
 import Store
 import JSON
+import Disk
 
 /// Volumes on disk: `<dataDir>/volumes/<id>/data.raw`, a sparse ext4 file. Archive-backed volumes
 /// are extracted (hardened) and built to their content size.
@@ -44,37 +45,8 @@ public final class VolumeManager: Sendable {
         try store.deleteVolumeRow(id: id)
     }
 
-    /// A sparse file of `bytes` formatted as ext4.
+    /// A sparse file of `bytes` formatted as ext4 (with a journal: volumes take writes).
     func makeEmptyExt4(path: String, bytes: Int64) throws {
-        FileManager.default.createFile(atPath: path, contents: nil)
-        let fh = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try fh.truncate(atOffset: UInt64(bytes))
-        try fh.close()
-        try Tool.run("/sbin/mkfs.ext4", ["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", path])
-    }
-}
-
-/// Runs host tools and turns failures into errors that say what to do.
-enum Tool {
-    @discardableResult
-    static func run(_ path: String, _ args: [String]) throws -> String {
-        let exe = FileManager.default.isExecutableFile(atPath: path) ? path : "/usr/bin/env"
-        let argv = exe == path ? args : [URL(fileURLWithPath: path).lastPathComponent] + args
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = argv
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        do { try p.run() } catch {
-            throw APIError(.dependencyMissing, "\(path) cannot be run: \(error) — install e2fsprogs")
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else {
-            throw APIError(.internalError, "\(URL(fileURLWithPath: path).lastPathComponent) failed (exit \(p.terminationStatus)): \(text.suffix(400))")
-        }
-        return text
+        try DiskImage.makeEmptyExt4(at: path, size: bytes, label: "volume")
     }
 }
