@@ -156,6 +156,9 @@ class Stack:
             e["INSECURE_REGISTRIES"] = self.registry.hostport
         e.setdefault("HYPEMAN_KERNEL_DIR", KERNEL_DIR)
         e.setdefault("QEMU_ACCEL", "tcg")
+        # Tests never build bridges in the machine's own namespace: networking is off unless a
+        # test gives the stack a namespace of its own (NETWORK_NETNS).
+        e.setdefault("HYPEMAN_NETWORK", "off")
         e.update(self.extra_env)
         return e
 

@@ -10,6 +10,12 @@ public struct NetworkAllocation: Sendable, Equatable {
     public var netmask: IPv4Address
     public var gateway: IPv4Address
     public var dns: IPv4Address
+
+    public init(tap: String, ip: IPv4Address, mac: MACAddress, prefixLength: Int, netmask: IPv4Address,
+                gateway: IPv4Address, dns: IPv4Address) {
+        self.tap = tap; self.ip = ip; self.mac = mac; self.prefixLength = prefixLength
+        self.netmask = netmask; self.gateway = gateway; self.dns = dns
+    }
 }
 
 /// Pure allocation logic. The allocation state lives in the caller's database: the caller passes

@@ -23,18 +23,25 @@ public enum ProvisionerMain {
         sigaddset(&set, SIGTERM)
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_BLOCK, &set, nil)
+        let store: Store
+        do { store = try Store(path: config.dbPath) } catch {
+            log.error("cannot open the database", ["error": "\(error)", "db": config.dbPath])
+            exit(1)
+        }
+        let env = ProcessInfo.processInfo.environment
+        let network = GuestNetwork(environment: env, keepTAPs: InstanceManager.liveTAPs(store: store))
+        let netns = network.config?.netns
         let drivers = DriverTable(drivers: [
-            CloudHypervisorDriver(configuration: .init(binary: config.cloudHypervisorBinary)),
-            QEMUDriver(binary: config.qemuBinary, accel: config.qemuAccel),
+            CloudHypervisorDriver(configuration: .init(binary: GuestNetwork.vmmBinary(config.cloudHypervisorBinary, netns: netns, dataDir: config.dataDir))),
+            QEMUDriver(binary: GuestNetwork.vmmBinary(config.qemuBinary, netns: netns, dataDir: config.dataDir), accel: config.qemuAccel),
         ], preferred: config.hypervisor)
         if config.qemuAccel == "tcg" { log.warning("QEMU runs with TCG software emulation (slow); set QEMU_ACCEL=kvm on hosts with usable KVM") }
         let assets = GuestAssets(kernelDir: config.kernelDir, outDir: config.dataDir + "/system/initramfs")
-        let instances = InstanceManager(config: config, drivers: drivers, assets: assets)
+        let instances = InstanceManager(config: config, drivers: drivers, assets: assets, network: network)
         let images = makeImageService(config)
         let handlers = JobHandlers(config: config, images: images, instances: instances)
         let runner = JobRunner(config: config, handlers: handlers)
         do {
-            let store = try Store(path: config.dbPath)
             try Reconciler(config: config, instances: instances).run(store: store)
             try runner.start()
         } catch {

@@ -252,3 +252,14 @@ extension Store {
         }
     }
 }
+
+extension Store {
+    /// Addresses held by networked instances other than `excluding` (Stopped ones hold nothing).
+    public func takenAddresses(excluding id: String) throws -> (ips: [String], macs: [String]) {
+        let rows = try db.query("""
+            SELECT ip, mac FROM instances WHERE network_enabled = 1 AND state IN \(Self.allocatedStates) AND id != ?
+            AND ip IS NOT NULL
+            """, [id])
+        return (rows.compactMap { $0.string("ip") }, rows.compactMap { $0.string("mac") })
+    }
+}

@@ -5,6 +5,7 @@ import JSON
 import VMM
 import GuestBoot
 import Disk
+import Network
 
 /// Composes instance lifecycles (contract §2.3–§2.4) from single-hop driver operations, with an
 /// undo list for every multi-step change. The running VMs are kept in `registry`; the database
@@ -13,14 +14,16 @@ public final class InstanceManager: @unchecked Sendable {
     let config: ProvisionerConfig
     let table: DriverTable
     let assets: GuestAssets
+    let network: GuestNetwork
     let log = Log("prov.instances")
     let lock = NSLock()
     var registry: [String: any RunningVM] = [:]   // guarded by `lock`
 
-    public init(config: ProvisionerConfig, drivers: DriverTable, assets: GuestAssets) {
+    public init(config: ProvisionerConfig, drivers: DriverTable, assets: GuestAssets, network: GuestNetwork) {
         self.config = config
         self.table = drivers
         self.assets = assets
+        self.network = network
     }
 
     public var drivers: [String] { table.kinds }
@@ -79,7 +82,7 @@ public final class InstanceManager: @unchecked Sendable {
 
     /// The VM description for an instance: disks in contract order (vda image, vdb overlay, vdc
     /// config, vdd… volumes), serial to app.log, control sockets in the instance directory.
-    func spec(_ inst: InstanceRecord, image: ImageRuntimeConfig) throws -> VMSpec {
+    func spec(_ inst: InstanceRecord, image: ImageRuntimeConfig, net: NetworkAllocation?) throws -> VMSpec {
         let (kernel, initramfs) = try assets.paths()
         let d = dir(inst.id)
         var disks = [DiskSpec(id: "rootfs", path: image.diskPath, readonly: true),
@@ -93,7 +96,8 @@ public final class InstanceManager: @unchecked Sendable {
             }
         }
         return VMSpec(instanceID: inst.id, vcpus: inst.vcpus, memoryBytes: inst.size, hotplugBytes: inst.hotplugSize,
-                      kernelPath: kernel, initramfsPath: initramfs, cmdline: config.guestCmdline, disks: disks, net: nil,
+                      kernelPath: kernel, initramfsPath: initramfs, cmdline: config.guestCmdline, disks: disks,
+                      net: net.map(GuestNetwork.netSpec),
                       serialLogPath: d + "/logs/app.log", vmmLogPath: d + "/logs/vmm.log", runDir: d,
                       vsockCID: Self.vsockCID(inst.id), accel: config.qemuAccel)
     }
@@ -126,13 +130,13 @@ public final class InstanceManager: @unchecked Sendable {
     }
 
     /// Writes config.ext4 for the current instance settings (regenerated on every start).
-    func writeConfigDisk(_ inst: InstanceRecord, image: ImageRuntimeConfig) throws {
+    func writeConfigDisk(_ inst: InstanceRecord, image: ImageRuntimeConfig, net: NetworkAllocation?) throws {
         let path = dir(inst.id) + "/config.ext4"
         try? FileManager.default.removeItem(atPath: path)
         let gc = GuestConfig(instanceID: inst.id, instanceName: inst.name, image: inst.image, entrypoint: image.entrypoint,
                              cmd: image.cmd, workdir: image.workingDir ?? "/",
                              imageEnv: image.env.keys.sorted().map { "\($0)=\(image.env[$0]!)" }, env: inst.env,
-                             network: nil, volumes: guestVolumes(inst))
+                             network: net.map(GuestNetwork.guestNetwork), volumes: guestVolumes(inst))
         try ConfigDisk.build(gc, at: path)
     }
 
@@ -144,15 +148,13 @@ public final class InstanceManager: @unchecked Sendable {
     }
 
     func networkCheck(_ inst: InstanceRecord) throws {
-        if inst.networkEnabled {
-            throw APIError(.dependencyMissing, "networking is not available on this host yet: create the instance with \"network\": {\"enabled\": false}")
-        }
+        if inst.networkEnabled { _ = try network.require() }
     }
 
-    func boot(_ inst: inout InstanceRecord, image: ImageRuntimeConfig, store: Store) throws {
+    func boot(_ inst: inout InstanceRecord, image: ImageRuntimeConfig, net: NetworkAllocation?, store: Store) throws {
         let driver = try table.driver(inst.hypervisor)
         let vm: any RunningVM
-        do { vm = try driver.launch(try spec(inst, image: image)) } catch let e as VMMError {
+        do { vm = try driver.launch(try spec(inst, image: image, net: net)) } catch let e as VMMError {
             throw APIError(.internalError, "the \(driver.kind) VMM failed to start the VM: \(e) (see the vmm log)")
         }
         setVM(inst.id, vm)
@@ -192,8 +194,13 @@ public final class InstanceManager: @unchecked Sendable {
                 try FileManager.default.createDirectory(atPath: d + "/vol-overlays", withIntermediateDirectories: true)
                 try DiskImage.makeEmptyExt4(at: d + "/vol-overlays/\(v.volumeID).raw", size: v.overlaySize ?? Size.GiB, journal: false)
             }
-            try writeConfigDisk(inst, image: image)
-            try boot(&inst, image: image, store: store)
+            var net: NetworkAllocation? = nil
+            if inst.networkEnabled {
+                undo.append { [self] in network.detach(id) }
+                net = try network.attach(&inst, store: store)
+            }
+            try writeConfigDisk(inst, image: image, net: net)
+            try boot(&inst, image: image, net: net, store: store)
             note(id, "created and booted on \(inst.hypervisor ?? "?") pid \(inst.vmmPID ?? 0)")
             log.info("instance created", ["instance_id": id, "hypervisor": inst.hypervisor ?? "", "pid": String(inst.vmmPID ?? 0)])
         } catch {
@@ -212,6 +219,7 @@ public final class InstanceManager: @unchecked Sendable {
         } else if let pid = inst.vmmPID {
             Self.killProcess(Int32(pid))
         }
+        network.detach(inst.id)
         inst.state = .stopped
         inst.vmmPID = nil
         inst.stoppedAt = Timestamp.now()
@@ -222,9 +230,14 @@ public final class InstanceManager: @unchecked Sendable {
     func start(_ inst: inout InstanceRecord, store: Store) throws {
         try networkCheck(inst)
         let image = try imageConfig(inst, store: store)
-        try writeConfigDisk(inst, image: image)
-        do { try boot(&inst, image: image, store: store) } catch {
+        do {
+            // A fresh allocation and a regenerated config disk on every start.
+            let net = inst.networkEnabled ? try network.attach(&inst, store: store) : nil
+            try writeConfigDisk(inst, image: image, net: net)
+            try boot(&inst, image: image, net: net, store: store)
+        } catch {
             if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) }
+            network.detach(inst.id)
             throw error
         }
     }
@@ -258,6 +271,7 @@ public final class InstanceManager: @unchecked Sendable {
         }
         vm.kill()
         setVM(inst.id, nil)
+        network.detach(inst.id)   // the allocation is kept for restore
         inst.state = .standby
         inst.hasSnapshot = true
         inst.vmmPID = nil
@@ -274,8 +288,15 @@ public final class InstanceManager: @unchecked Sendable {
         let driver = try table.driver(inst.hypervisor)
         let image = try imageConfig(inst, store: store)
         let vm: any RunningVM
-        do { vm = try driver.restore(try spec(inst, image: image), from: snap) } catch let e as VMMError {
+        do {
+            let net = try network.reattach(inst)
+            vm = try driver.restore(try spec(inst, image: image, net: net), from: snap)
+        } catch let e as VMMError {
+            network.detach(inst.id)
             throw APIError(.internalError, "restore failed, the snapshot is kept: \(e)")
+        } catch {
+            network.detach(inst.id)
+            throw error
         }
         setVM(inst.id, vm)
         try? FileManager.default.removeItem(atPath: snap)
@@ -289,6 +310,7 @@ public final class InstanceManager: @unchecked Sendable {
     /// Delete from any state: the VMM is killed, then the directory and the row go.
     func delete(_ inst: InstanceRecord, store: Store) throws {
         if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) } else if let pid = inst.vmmPID { Self.killProcess(Int32(pid)) }
+        network.detach(inst.id)
         try? FileManager.default.removeItem(atPath: dir(inst.id))
         try store.deleteInstance(id: inst.id)
         log.info("instance deleted", ["instance_id": inst.id])
@@ -360,6 +382,7 @@ public final class InstanceManager: @unchecked Sendable {
                 if try store.hasPendingJob(target: inst.id, kinds: [.create]) { continue }
                 if let pid = inst.vmmPID { Self.killProcess(Int32(pid)) }
                 Self.killOrphans(in: dir(inst.id), keep: [])
+                network.detach(inst.id)
                 try? FileManager.default.removeItem(atPath: dir(inst.id))
                 try store.deleteInstance(id: inst.id)
                 log.warning("rolled back an interrupted create", ["instance_id": inst.id])
@@ -367,7 +390,7 @@ public final class InstanceManager: @unchecked Sendable {
             }
             let hasSnap = FileManager.default.fileExists(atPath: snapshotDir(inst.id) + "/.complete")
             if let pid = inst.vmmPID, Self.alive(pid), let driver = try? table.driver(inst.hypervisor),
-               let image = try? imageConfig(inst, store: store), let sp = try? spec(inst, image: image),
+               let image = try? imageConfig(inst, store: store), let sp = try? spec(inst, image: image, net: nil),
                let vm = driver.attach(sp, pid: Int32(pid)) {
                 setVM(inst.id, vm)
                 if (try? vm.state()) == .paused {
@@ -387,6 +410,7 @@ public final class InstanceManager: @unchecked Sendable {
                     inst.stateError = "VMM pid \(pid) is alive but cannot be attached"
                 } else {
                     Self.killOrphans(in: dir(inst.id), keep: [])
+                    network.detach(inst.id)
                     if !hasSnap { try? FileManager.default.removeItem(atPath: snapshotDir(inst.id)) }
                     inst.vmmPID = nil
                     inst.state = hasSnap ? .standby : .stopped
@@ -403,6 +427,13 @@ public final class InstanceManager: @unchecked Sendable {
                 log.warning("removed an orphan instance directory", ["dir": e])
             }
         }
+    }
+
+    /// TAP names of instances whose VMM is alive (kept by the network's orphan cleanup at start).
+    public static func liveTAPs(store: Store) -> Set<String> {
+        let insts = (try? store.listInstances()) ?? []
+        return Set(insts.filter { $0.networkEnabled && $0.vmmPID.map(alive) == true }
+            .compactMap { try? Allocator.tapName(forInstanceID: $0.id) })
     }
 
     /// Kills processes whose command line names `dir` (VMMs of that instance), except `keep`.
