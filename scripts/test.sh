@@ -26,6 +26,8 @@ else
   echo "warning: local test registries could not start; registry integration tests will skip"
 fi
 
+# The guest kernel prepared by scripts/setup-guest-kernel.sh (the QEMU guest tests boot it).
+[ -e /var/lib/hypeman-kernel/current/vmlinux ] && export HYPEMAN_KERNEL_DIR="${HYPEMAN_KERNEL_DIR:-/var/lib/hypeman-kernel}"
 echo "== Swift tests"
 timeout 1800 swift test ${SWIFT_TEST_FLAGS:-} 2>&1 | tee "$work/swift-test.log" | grep -E "^(✘|✔ Test run|Test Suite .*(passed|failed)|.*error:)|skipped|Skipping|skip" | tail -n 60
 swift_status=${PIPESTATUS[0]}

@@ -107,7 +107,8 @@ public enum QEMUArgs {
         if let net = spec.net {
             a += ["-netdev", "tap,id=\(netdevID),ifname=\(esc(net.tap)),script=no,downscript=no"]
             a += ["-device", (pcie ? "virtio-net-pci" : "virtio-net-device")
-                    + ",id=\(nicID),netdev=\(netdevID),mac=\(esc(net.mac))" + (pcie ? ",bus=pcie.0,addr=\(hex(nicSlot))" : "")]
+                    + ",id=\(nicID),netdev=\(netdevID),mac=\(esc(net.mac))" + (pcie ? ",bus=pcie.0,addr=\(hex(nicSlot))" : "")
+                    + (pcie ? ",romfile=" : "")]   // no iPXE option ROM: the guest boots from -kernel, and it saves seconds
         }
         if options.vhostVsock {
             a += ["-device", (pcie ? "vhost-vsock-pci" : "vhost-vsock-device")

@@ -113,7 +113,7 @@ import VMM
     @Test func tapNetworkWithMac() {
         let a = Self.build(Self.spec())
         #expect(Self.values(a, "-netdev") == ["tap,id=hm-net0,ifname=hm-abc,script=no,downscript=no"])
-        #expect(Self.values(a, "-device").contains("virtio-net-pci,id=hm-nic0,netdev=hm-net0,mac=02:00:00:00:00:01,bus=pcie.0,addr=0x3"))
+        #expect(Self.values(a, "-device").contains("virtio-net-pci,id=hm-nic0,netdev=hm-net0,mac=02:00:00:00:00:01,bus=pcie.0,addr=0x3,romfile="))
         let b = Self.build(Self.spec(net: false))
         #expect(Self.values(b, "-netdev").isEmpty)
         #expect(!b.contains { $0.hasPrefix("virtio-net") })
