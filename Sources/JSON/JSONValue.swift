@@ -51,24 +51,32 @@ public enum JSONValue: Sendable, Equatable {
     }
 }
 
-/// An ordered JSON object.
+/// An ordered JSON object. Keys and values live in two parallel arrays (no tuple storage, which
+/// costs a generic metadata lookup per access on the hot path).
 public struct JSONObject: Sendable, Equatable, Sequence, ExpressibleByDictionaryLiteral {
-    public init(dictionaryLiteral elements: (String, JSONValue)...) { for (k, v) in elements { self[k] = v } }
-    public private(set) var pairs: [(key: String, value: JSONValue)] = []
+    public private(set) var keys: [String] = []
+    public private(set) var values: [JSONValue] = []
 
     public init() {}
+    public init(dictionaryLiteral elements: (String, JSONValue)...) { for (k, v) in elements { self[k] = v } }
     public init(_ pairs: [(String, JSONValue)]) { for (k, v) in pairs { self[k] = v } }
 
-    public var count: Int { pairs.count }
-    public var keys: [String] { pairs.map(\.key) }
+    public var count: Int { keys.count }
+    public var pairs: [(key: String, value: JSONValue)] { (0..<keys.count).map { (keys[$0], values[$0]) } }
 
     public subscript(key: String) -> JSONValue? {
-        get { pairs.first(where: { $0.key == key })?.value }
+        get {
+            for i in 0..<keys.count where keys[i] == key { return values[i] }
+            return nil
+        }
         set {
-            if let i = pairs.firstIndex(where: { $0.key == key }) {
-                if let newValue { pairs[i].value = newValue } else { pairs.remove(at: i) }
+            var found = -1
+            for i in 0..<keys.count where keys[i] == key { found = i; break }
+            if found >= 0 {
+                if let newValue { values[found] = newValue } else { keys.remove(at: found); values.remove(at: found) }
             } else if let newValue {
-                pairs.append((key, newValue))
+                keys.append(key)
+                values.append(newValue)
             }
         }
     }
@@ -77,7 +85,7 @@ public struct JSONObject: Sendable, Equatable, Sequence, ExpressibleByDictionary
 
     public static func == (a: JSONObject, b: JSONObject) -> Bool {
         guard a.count == b.count else { return false }
-        for (k, v) in a.pairs where b[k] != v { return false }
+        for i in 0..<a.keys.count where b[a.keys[i]] != a.values[i] { return false }
         return true
     }
 }

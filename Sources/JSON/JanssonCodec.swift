@@ -88,9 +88,9 @@ public enum JSON {
             return arr
         case .object(let o):
             let obj = json_object()
-            for (k, val) in o.pairs {
-                guard let jv = build(val) else { continue }
-                var key = k
+            for i in 0..<o.keys.count {
+                guard let jv = build(o.values[i]) else { continue }
+                var key = o.keys[i]
                 key.withUTF8 { u in
                     if let b = u.baseAddress {
                         b.withMemoryRebound(to: CChar.self, capacity: u.count) { _ = json_object_setn_new_nocheck(obj, $0, u.count, jv) }
@@ -104,19 +104,24 @@ public enum JSON {
     }
 
     /// Serialises compactly as UTF-8 bytes; jansson escapes quotes, backslashes and control characters.
+    /// Usually one pass into a buffer of a guessed size; a second, exact one only when it was too small.
     public static func serialize(_ v: JSONValue) -> [UInt8] {
         guard let j = build(v) else { return Array("null".utf8) }
         defer { cjansson_decref(j) }
         let flags = cjansson_dump_flags()
-        let size = json_dumpb(j, nil, 0, flags)
-        if size == 0 { return Array("null".utf8) }
-        var out = [UInt8](repeating: 0, count: size)
-        let written = out.withUnsafeMutableBufferPointer { b in
-            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: size) { json_dumpb(j, $0, size, flags) }
+        var capacity = 4096
+        while true {
+            var needed = 0
+            let out = [UInt8](unsafeUninitializedCapacity: capacity) { buf, count in
+                needed = buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: capacity) { json_dumpb(j, $0, capacity, flags) }
+                count = needed <= capacity ? needed : 0
+            }
+            if needed == 0 { return Array("null".utf8) }
+            if needed <= capacity { return out }
+            capacity = needed
         }
-        if written < size { out.removeLast(size - written) }
-        return out
     }
 
     public static func serializeString(_ v: JSONValue) -> String { String(decoding: serialize(v), as: UTF8.self) }
 }
+
