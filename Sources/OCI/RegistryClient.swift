@@ -182,6 +182,13 @@ public final class RegistryClient: Sendable {
     /// Runs `attempt` with auth headers until it returns a 2xx answer: handles a 401 challenge once
     /// (bearer token or basic), and retries 429/5xx/transport failures with backoff within `deadline`.
     /// `attempt` gets the headers to add and the seconds left (or the request timeout).
+    /// Seconds left before `deadline` (at most `cap`; `cap` when there is no deadline).
+    static func timeLeft(until deadline: ContinuousClock.Instant?, cap: Double) -> Double {
+        guard let deadline else { return cap }
+        let left = deadline - ContinuousClock.now
+        return min(cap, Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18)
+    }
+
     func execute(_ ref: ImageReference, http: HTTPClient, deadline: ContinuousClock.Instant?,
                  attempt: ([HTTPHeader], Double) throws(OCIError) -> HTTPResponse) throws(OCIError) -> HTTPResponse {
         let host = ref.registry
@@ -190,12 +197,8 @@ public final class RegistryClient: Sendable {
         var challenged = false
         while true {
             tries += 1
-            var timeLeft = options.requestTimeout
-            if let deadline {
-                let left = deadline - ContinuousClock.now
-                timeLeft = min(timeLeft, Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18)
-                guard timeLeft > 0.05 else { throw .transport("\(host): no answer within the time limit") }
-            }
+            let timeLeft = Self.timeLeft(until: deadline, cap: options.requestTimeout)
+            guard timeLeft > 0.05 else { throw .transport("\(host): no answer within the time limit") }
             let auth = authorizationHeaders(host: host, scope: scope)
             let resp: HTTPResponse
             do {
@@ -287,12 +290,8 @@ public final class RegistryClient: Sendable {
         var tries = 0
         while true {
             tries += 1
-            var timeLeft = options.requestTimeout
-            if let deadline {
-                let left = deadline - ContinuousClock.now
-                timeLeft = min(timeLeft, Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18)
-                guard timeLeft > 0.05 else { throw .transport("token endpoint \(realmHostPort): no answer within the time limit") }
-            }
+            let timeLeft = Self.timeLeft(until: deadline, cap: options.requestTimeout)
+            guard timeLeft > 0.05 else { throw .transport("token endpoint \(realmHostPort): no answer within the time limit") }
             let req = HTTPRequest(method: "GET", url: url, headers: headers,
                                   connectTimeout: min(options.connectTimeout, timeLeft), totalTimeout: timeLeft)
             let resp: HTTPResponse
