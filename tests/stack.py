@@ -277,8 +277,17 @@ def main() -> None:
     ap.add_argument("command", choices=["up"])
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--registry-port", type=int, default=5000, help="the sample registry's port (a free one if taken)")
     args = ap.parse_args()
-    st = Stack(workers=args.workers, http_port=args.port, keep=True).start()
+    st = Stack(workers=args.workers, http_port=args.port, keep=True)
+    if st.registry:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", args.registry_port))
+                st.registry.port = args.registry_port
+            except OSError:
+                pass
+    st.start()
     images = []
     if st.registry:
         script = REPO / "tests" / "fixtures" / "make-test-images.sh"
