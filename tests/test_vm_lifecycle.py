@@ -266,3 +266,26 @@ def test_auto_pull_on_create(stack, auth, image):
     assert img["status"] == "ready"
     assert api(stack, auth, "DELETE", f"/instances/{inst['id']}").status_code == 204
     assert_gone(stack, auth, inst["id"])
+
+
+def test_unresponsive_vmm_shows_unknown_and_can_be_deleted(stack, auth, image):
+    """A VMM that stops answering is shown as Unknown with the reason; delete still works."""
+    inst = create(stack, auth, image, "vm-frozen", env={"MODE": "idle"})
+    iid = inst["id"]
+    pids = vmm_pids(stack, iid)
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        deadline = time.time() + 90
+        got = None
+        while time.time() < deadline:
+            got = api(stack, auth, "GET", f"/instances/{iid}").json()
+            if got["state"] == "Unknown":
+                break
+            time.sleep(1)
+        assert got["state"] == "Unknown", got
+        assert got["state_error"] and "VMM" in got["state_error"]
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    assert api(stack, auth, "DELETE", f"/instances/{iid}").status_code == 204
+    assert_gone(stack, auth, iid)
