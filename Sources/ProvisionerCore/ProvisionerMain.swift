@@ -33,7 +33,9 @@ public enum ProvisionerMain {
         let netns = network.config?.netns
         let drivers = DriverTable(drivers: [
             CloudHypervisorDriver(configuration: .init(binary: GuestNetwork.vmmBinary(config.cloudHypervisorBinary, netns: netns, dataDir: config.dataDir))),
-            QEMUDriver(binary: GuestNetwork.vmmBinary(config.qemuBinary, netns: netns, dataDir: config.dataDir), accel: config.qemuAccel),
+            // QMP calls answer in milliseconds; 10 s without an answer means the VMM is stuck (shown as Unknown).
+            QEMUDriver(binary: GuestNetwork.vmmBinary(config.qemuBinary, netns: netns, dataDir: config.dataDir), accel: config.qemuAccel,
+                       timeouts: QEMUTimeouts(command: .seconds(10))),
         ], preferred: config.hypervisor)
         if config.qemuAccel == "tcg" { log.warning("QEMU runs with TCG software emulation (slow); set QEMU_ACCEL=kvm on hosts with usable KVM") }
         let assets = GuestAssets(kernelDir: config.kernelDir, outDir: config.dataDir + "/system/initramfs")
