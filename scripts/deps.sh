@@ -6,7 +6,7 @@ APT_PACKAGES=(
   pkg-config libfcgi-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libarchive-dev
   nginx libnginx-mod-http-js openssl
   docker-registry skopeo umoci busybox-static e2fsprogs erofs-utils cpio zstd xz-utils
-  qemu-system-x86 iproute2 sqlite3 wrk curl jq procps
+  qemu-system-x86 iproute2 iptables sqlite3 wrk curl jq procps
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
