@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "hypeman-fcgi", targets: ["FCGIApp"]),
         .executable(name: "hypeman-provisioner", targets: ["Provisioner"]),
         .executable(name: "hypeman-token", targets: ["HypemanToken"]),
+        .executable(name: "hypeman-agent", targets: ["GuestAgent"]),
     ],
     targets: [
         // C libraries from Debian, behind shims for macros and variadic calls.
@@ -48,8 +49,20 @@ let package = Package(
         // Guest boot files: kernel discovery, initramfs (busybox, modules, our init), config disk.
         .target(name: "GuestBoot", dependencies: ["Model", "Digest"], exclude: ["README.md"]),
         .target(name: "ProvisionerCore", dependencies: ["Store", "Model", "JSON", "Wakeup", "OCI", "Disk", "VMM", "QEMUDriver",
-                                                        "CloudHypervisorDriver", "GuestBoot", "Network"], exclude: ["README.md"]),
+                                                        "CloudHypervisorDriver", "GuestBoot", "Network", "AgentProtocol", "ExecGateway"],
+                exclude: ["README.md"]),
         .executableTarget(name: "Provisioner", dependencies: ["ProvisionerCore"]),
+
+        // The host <-> guest-agent wire format (frames and typed messages); stdlib only.
+        .target(name: "AgentProtocol", exclude: ["README.md"]),
+        // The guest agent: exec sessions and volume mounts inside the VM. Linked fully static so
+        // it runs whatever libc the image has (it lives in the initramfs, outside the image).
+        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol"], exclude: ["README.md"],
+                          linkerSettings: [.unsafeFlags(["-static-executable"])]),
+
+        // The exec WebSocket gateway: HTTP/1.1 upgrade + RFC 6455 framing on a Unix socket that
+        // nginx proxies `GET /instances/{id}/exec` to; sessions run through an `ExecBackend`.
+        .target(name: "ExecGateway", dependencies: ["AgentProtocol", "JSON", "Digest", "Model"], exclude: ["README.md"]),
 
         // Mints HS256 bearer tokens for a subject and lifetime.
         .executableTarget(name: "HypemanToken", dependencies: ["Digest"]),
@@ -60,10 +73,14 @@ let package = Package(
         .testTarget(name: "APITests", dependencies: ["API", "Store", "Model", "JSON"]),
         .testTarget(name: "OCITests", dependencies: ["OCI", "Digest", "Model"]),
         .testTarget(name: "DiskTests", dependencies: ["Disk"]),
-        .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore", "Store", "Model"]),
+        .testTarget(name: "ProvisionerCoreTests", dependencies: ["ProvisionerCore", "Store", "Model", "AgentProtocol",
+                                                                "CloudHypervisorDriver", "VMM"]),
         .testTarget(name: "QEMUDriverTests", dependencies: ["QEMUDriver", "VMM"]),
         .testTarget(name: "CloudHypervisorDriverTests", dependencies: ["CloudHypervisorDriver", "VMM"]),
         .testTarget(name: "GuestBootTests", dependencies: ["GuestBoot"]),
         .testTarget(name: "NetworkTests", dependencies: ["Network"]),
+        .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
+        .testTarget(name: "GuestAgentTests", dependencies: ["AgentProtocol"]),
+        .testTarget(name: "ExecGatewayTests", dependencies: ["ExecGateway", "AgentProtocol"]),
     ]
 )
