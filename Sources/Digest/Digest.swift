@@ -41,6 +41,19 @@ public enum Digests {
     public static func sha256Hex(_ bytes: [UInt8]) -> String { Hex.encode(sha256(bytes)) }
     public static func sha256Hex(_ text: String) -> String { sha256Hex(Array(text.utf8)) }
 
+    /// SHA-1 of `bytes` (20 bytes). Only for protocols that mandate it, such as the WebSocket
+    /// handshake's `Sec-WebSocket-Accept`; never for integrity or secrets.
+    public static func sha1(_ bytes: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 20)
+        var len: UInt32 = 0
+        bytes.withUnsafeBufferPointer { b in
+            out.withUnsafeMutableBufferPointer { o in
+                _ = EVP_Digest(b.baseAddress, b.count, o.baseAddress, &len, EVP_sha1(), nil)
+            }
+        }
+        return out
+    }
+
     /// HMAC-SHA256 of `message` under `key`.
     public static func hmacSHA256(key: [UInt8], message: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
