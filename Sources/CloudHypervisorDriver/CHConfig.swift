@@ -49,7 +49,7 @@ public enum CHConfig {
     /// One disk as `DiskConfig` (also the body of `vm.add-disk`).
     public static func disk(for disk: DiskSpec, vmmMajorVersion: Int? = nil) -> CloudHypervisor.DiskConfig {
         let raw = (vmmMajorVersion ?? 0) >= 51 ? "Raw" : nil
-        return CloudHypervisor.DiskConfig(path: disk.path, readonly: disk.readonly, id: disk.id, imageType: raw)
+        return CloudHypervisor.DiskConfig(path: disk.path, readonly: disk.readonly, id: disk.id, serial: disk.serial, imageType: raw)
     }
 
     /// JSON as sent on the wire: sorted keys, `/` unescaped, `nil` fields left out.

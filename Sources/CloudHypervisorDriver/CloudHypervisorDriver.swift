@@ -61,6 +61,11 @@ public struct CloudHypervisorDriver: HypervisorDriver {
 
     public func isAvailable() -> Bool { binaryPath() != nil }
 
+    /// The agent's AF_VSOCK listener, through CH's hybrid-vsock socket.
+    public func agentChannel(_ spec: VMSpec) -> AgentChannel? {
+        .hybridVsock(socket: CHConfig.vsockSocketPath(runDir: spec.runDir), port: AgentChannel.vsockPort)
+    }
+
     /// Spawn → `vmm.ping` → `vm.create` → `vm.boot` → `vm.resize` to base + hot-plug (best effort).
     /// A failed create stops the VMM; a failed boot calls `vm.delete` and then stops it.
     public func launch(_ spec: VMSpec) throws(VMMError) -> any RunningVM {

@@ -41,10 +41,15 @@ public enum QEMUArgs {
     public static let nicID = "hm-nic0"
     public static let vsockID = "hm-vsock0"
     public static let serialChardevID = "hm-ser0"
+    /// The guest agent's channel: a virtio-serial controller with one named port, backed by a
+    /// Unix socket QEMU listens on (`<runDir>/agent.sock`).
+    public static let agentChardevID = "hm-agent"
+    public static let virtioSerialID = "hm-vser0"
+    public static let agentSocketName = "agent.sock"
 
     /// Fixed PCI slots on `pcie.0` (q35), so a restore target lays out devices exactly like the
     /// source whatever subset is present.
-    static let virtioMemSlot = 0x2, nicSlot = 0x3, vsockSlot = 0x4, firstRootPortSlot = 0x8
+    static let virtioMemSlot = 0x2, nicSlot = 0x3, vsockSlot = 0x4, virtioSerialSlot = 0x5, firstRootPortSlot = 0x8
     /// Root ports fill slots 0x08…0x1e, 8 functions each (0x1f is the q35 LPC/SMBus slot).
     public static let maxRootPorts = (0x1f - 0x8) * 8
 
@@ -60,6 +65,7 @@ public enum QEMUArgs {
 
     public static func qmpSocketPath(_ spec: VMSpec) -> String { spec.runDir + "/" + qmpSocketName }
     public static func pidFilePath(_ spec: VMSpec) -> String { spec.runDir + "/" + pidFileName }
+    public static func agentSocketPath(_ spec: VMSpec) -> String { spec.runDir + "/" + agentSocketName }
 
     /// The `-cpu` model for `accel` unless `options.cpuModel` overrides it.
     public static func cpuModel(accel: String, options: QEMUOptions) -> String {
@@ -114,6 +120,10 @@ public enum QEMUArgs {
             a += ["-device", (pcie ? "vhost-vsock-pci" : "vhost-vsock-device")
                     + ",id=\(vsockID),guest-cid=\(spec.vsockCID)" + (pcie ? ",bus=pcie.0,addr=\(hex(vsockSlot))" : "")]
         }
+        a += ["-chardev", "socket,id=\(agentChardevID),path=\(esc(agentSocketPath(spec))),server=on,wait=off"]
+        a += ["-device", (pcie ? "virtio-serial-pci,id=\(virtioSerialID),bus=pcie.0,addr=\(hex(virtioSerialSlot))" : "virtio-serial-device,id=\(virtioSerialID)")
+                + ",max_ports=2"]
+        a += ["-device", "virtserialport,bus=\(virtioSerialID).0,chardev=\(agentChardevID),name=\(AgentChannel.virtioPortName)"]
         if pcie {
             for i in 0..<layout.ports { a += ["-device", rootPortDevice(i)] }
         }
@@ -194,7 +204,7 @@ public enum QEMUArgs {
     /// Node name of the disk's `raw` node (the device's `drive`).
     public static func formatNodeName(_ diskID: String) -> String { "d-" + baseName(diskID) }
     /// The virtio-blk serial (guest `/sys/block/vdX/serial`), at most 20 bytes.
-    static func blkSerial(_ diskID: String) -> String { String(baseName(diskID).prefix(20)) }
+    static func blkSerial(_ diskID: String) -> String { DiskSpec.serial(forID: diskID) }
 
     // MARK: - Helpers
 

@@ -55,6 +55,9 @@ public struct QEMUDriver: HypervisorDriver {
 
     public func isAvailable() -> Bool { resolvedBinary() != nil }
 
+    /// The agent's virtio-serial port, through the chardev socket QEMU listens on.
+    public func agentChannel(_ spec: VMSpec) -> AgentChannel? { .unixSocket(QEMUArgs.agentSocketPath(spec)) }
+
     /// The absolute path of the binary, or nil when it is missing or not executable.
     public func resolvedBinary() -> String? {
         if binary.contains("/") { return access(binary, X_OK) == 0 ? binary : nil }

@@ -7,6 +7,16 @@ public struct DiskSpec: Sendable, Equatable {
     public var path: String
     public var readonly: Bool
     public init(id: String, path: String, readonly: Bool) { self.id = id; self.path = path; self.readonly = readonly }
+
+    /// The virtio-blk serial the guest sees (`/sys/block/vdX/serial`): the id's characters from
+    /// `[A-Za-z0-9._-]`, at most 20 bytes. The guest agent finds hot-plugged disks by it.
+    public var serial: String { DiskSpec.serial(forID: id) }
+
+    public static func serial(forID id: String) -> String {
+        String(String.UnicodeScalarView(id.unicodeScalars.filter { s in
+            s.isASCII && (s.properties.isAlphabetic || ("0"..."9").contains(s) || s == "-" || s == "." || s == "_")
+        }).prefix(20))
+    }
 }
 
 /// A network interface: a TAP already created and enslaved by the network manager.
@@ -87,6 +97,21 @@ public enum VMMError: Error, Sendable, CustomStringConvertible, Equatable {
     }
 }
 
+/// How the host reaches a VM's guest agent (`hypeman-agent`, started by the guest init).
+public enum AgentChannel: Sendable, Equatable {
+    /// A Unix stream socket that is the link itself: QEMU's chardev behind the virtio-serial port
+    /// named `virtioPortName` (one host connection at a time).
+    case unixSocket(String)
+    /// Cloud Hypervisor's hybrid vsock: connect to `socket`, write `CONNECT <port>\n`, read an
+    /// `OK <n>` line; the rest of the stream is the link to the agent's AF_VSOCK listener.
+    case hybridVsock(socket: String, port: UInt32)
+
+    /// The virtio-serial port name the agent looks for (`/sys/class/virtio-ports/*/name`).
+    public static let virtioPortName = "hypeman.agent"
+    /// The AF_VSOCK port the agent listens on.
+    public static let vsockPort: UInt32 = 2222
+}
+
 /// One kind of VMM (stateless). Launch boots a VM to running; restore starts a fresh VMM from a
 /// snapshot directory and resumes it; attach re-connects to a live VMM after a daemon restart.
 public protocol HypervisorDriver: Sendable {
@@ -99,6 +124,13 @@ public protocol HypervisorDriver: Sendable {
     func restore(_ spec: VMSpec, from snapshotDir: String) throws(VMMError) -> any RunningVM
     /// Re-attaches to a VMM still running with `pid` (nil when it is gone).
     func attach(_ spec: VMSpec, pid: Int32) -> (any RunningVM)?
+    /// Where the guest agent of a VM launched from `spec` is reached; nil when this driver gives
+    /// the guest no agent channel.
+    func agentChannel(_ spec: VMSpec) -> AgentChannel?
+}
+
+extension HypervisorDriver {
+    public func agentChannel(_ spec: VMSpec) -> AgentChannel? { nil }
 }
 
 /// A VM whose VMM process is running. Each method names the wire call it maps to in its driver.

@@ -31,10 +31,10 @@ import Glibc
         #expect(c.cpus == CloudHypervisor.CpusConfig(bootVcpus: 4, maxVcpus: 4))
         #expect(c.memory == CloudHypervisor.MemoryConfig(size: 1 << 30, hotplugSize: 3 << 30, hotplugMethod: "VirtioMem"))
         #expect(c.disks == [
-            CloudHypervisor.DiskConfig(path: "/i/rootfs.ext4", readonly: true, id: "rootfs"),
-            CloudHypervisor.DiskConfig(path: "/g/overlay.raw", readonly: false, id: "overlay"),
-            CloudHypervisor.DiskConfig(path: "/g/config.ext4", readonly: true, id: "config"),
-            CloudHypervisor.DiskConfig(path: "/v/data.raw", readonly: false, id: "vol-v1"),
+            CloudHypervisor.DiskConfig(path: "/i/rootfs.ext4", readonly: true, id: "rootfs", serial: "rootfs"),
+            CloudHypervisor.DiskConfig(path: "/g/overlay.raw", readonly: false, id: "overlay", serial: "overlay"),
+            CloudHypervisor.DiskConfig(path: "/g/config.ext4", readonly: true, id: "config", serial: "config"),
+            CloudHypervisor.DiskConfig(path: "/v/data.raw", readonly: false, id: "vol-v1", serial: "vol-v1"),
         ])
         #expect(c.net == [CloudHypervisor.NetConfig(tap: "hype-k3v9q0b2", ip: "10.100.37.12", mask: "255.255.0.0",
                                                     mac: "02:00:00:5e:a1:0c", id: "net0")])

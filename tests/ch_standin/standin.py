@@ -28,6 +28,8 @@ Environment:
   CH_STANDIN_VERSION          the `version` vmm.ping reports (default 48.0.0)
   CH_STANDIN_GUEST_POWEROFF   `exit` (default) or `ignore`: what the guest does on the power button
   CH_STANDIN_POWEROFF_DELAY   seconds between the power button and the guest powering off (default 0.2)
+  CH_STANDIN_GUEST_VSOCK      a directory of Unix sockets `<port>.sock` that stand for the guest's
+                              AF_VSOCK listeners (hybrid vsock `CONNECT <port>` reaches them)
 
 Known differences from the real VMM: there is no guest, so nothing runs; `memory-ranges` holds
 the stand-in's guest state instead of a RAM image the size of guest memory; no tap is opened;
@@ -39,6 +41,7 @@ import json
 import os
 import re
 import selectors
+import threading
 import signal
 import socket
 import sys
@@ -1186,17 +1189,16 @@ class Server:
                 return
 
     def vsock_accept(self):
-        """Hybrid vsock host side: read `CONNECT <port>`; no guest listens, so close."""
+        """Hybrid vsock host side: read `CONNECT <port>`, then reach the guest's listener on that
+        port. The stand-in's "guest" listeners are Unix sockets `<CH_STANDIN_GUEST_VSOCK>/<port>.sock`
+        (a test runs the real guest agent there); without one, CH closes the connection."""
         try:
             s, _ = self.vmm.vsock_listener.accept()
-            s.settimeout(0.5)
-            try:
-                s.recv(64)
-            except OSError:
-                pass
-            s.close()
         except OSError:
-            pass
+            return
+        guest_dir = os.environ.get("CH_STANDIN_GUEST_VSOCK")
+        running = self.vmm.vm is not None and self.vmm.vm.state == "Running"
+        threading.Thread(target=vsock_connect, args=(s, guest_dir if running else None), daemon=True).start()
 
     def run(self):
         vsock_registered = None
@@ -1228,6 +1230,56 @@ class Server:
             for cb in due:
                 cb()
         return self.vmm.exit_code
+
+
+def vsock_connect(host, guest_dir):
+    """One hybrid-vsock connection: `CONNECT <port>\\n` → `OK <local port>\\n` and a byte relay."""
+    host.settimeout(5)
+    line = b""
+    try:
+        while not line.endswith(b"\n") and len(line) < 64:
+            chunk = host.recv(1)
+            if not chunk:
+                break
+            line += chunk
+    except OSError:
+        pass
+    m = re.fullmatch(rb"CONNECT (\d+)\n", line)
+    guest = None
+    if m and guest_dir:
+        guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            guest.connect(os.path.join(guest_dir, f"{int(m.group(1))}.sock"))
+        except OSError:
+            guest.close()
+            guest = None
+    if guest is None:
+        host.close()
+        return
+    host.settimeout(None)
+    host.sendall(b"OK 1073741824\n")
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=pump, args=(guest, host), daemon=True)
+    t.start()
+    pump(host, guest)
+    t.join()
+    host.close()
+    guest.close()
 
 
 def without_nulls(value):

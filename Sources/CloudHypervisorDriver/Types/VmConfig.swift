@@ -74,14 +74,18 @@ extension CloudHypervisor {
         public var readonly: Bool?
         public var direct: Bool?
         public var id: String?
+        /// The virtio-blk serial the guest reads from `/sys/block/vdX/serial`.
+        public var serial: String?
         public var imageType: String?
 
-        public init(path: String?, readonly: Bool? = nil, direct: Bool? = nil, id: String? = nil, imageType: String? = nil) {
-            self.path = path; self.readonly = readonly; self.direct = direct; self.id = id; self.imageType = imageType
+        public init(path: String?, readonly: Bool? = nil, direct: Bool? = nil, id: String? = nil, serial: String? = nil,
+                    imageType: String? = nil) {
+            self.path = path; self.readonly = readonly; self.direct = direct; self.id = id; self.serial = serial
+            self.imageType = imageType
         }
 
         enum CodingKeys: String, CodingKey {
-            case path, readonly, direct, id
+            case path, readonly, direct, id, serial
             case imageType = "image_type"
         }
     }
