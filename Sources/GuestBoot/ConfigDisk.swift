@@ -60,10 +60,13 @@ public struct GuestConfig: Sendable, Equatable {
     public var volumes: [Volume]
     /// Guest hostname; nil uses `instanceName` when it is a valid hostname.
     public var hostname: String?
+    /// Whether the init starts the guest agent (exec, live volumes, readiness).
+    public var agent: Bool
 
     public init(instanceID: String, instanceName: String, image: String, entrypoint: [String], cmd: [String],
                 workdir: String = "/", imageEnv: [String] = [], env: [String: String] = [:], network: Network? = nil,
-                volumes: [Volume] = [], hostname: String? = nil) {
+                volumes: [Volume] = [], hostname: String? = nil, agent: Bool = true) {
+        self.agent = agent
         self.instanceID = instanceID
         self.instanceName = instanceName
         self.image = image
@@ -149,6 +152,7 @@ public enum ConfigDisk {
         s += "CMD=" + shellQuote(shellWordList(c.cmd)) + "\n"
         s += "WORKDIR=" + shellQuote(workdir) + "\n"
         if let host = hostname(for: c) { s += "GUEST_HOSTNAME=" + shellQuote(host) + "\n" }
+        s += "GUEST_AGENT=" + (c.agent ? "1" : "0") + "\n"
         if let n = c.network {
             for (what, ip) in [("ip", n.ip), ("gateway", n.gateway), ("dns", n.dns)] where !isIPv4(ip) {
                 throw GuestBootError.invalidConfig("network \(what) '\(ip)' is not a dotted IPv4 address")

@@ -168,12 +168,26 @@ eval "set -- $ENTRYPOINT $CMD"
 [ $# -gt 0 ] || hang "the image has no entrypoint and no cmd"
 wd=$(in_root /newroot "${WORKDIR:-/}") || hang "working directory $WORKDIR does not resolve inside the root"
 mkdir -p "/newroot$wd" || hang "cannot create working directory $WORKDIR"
-(
-    cd "/newroot$wd" || exit 126
-    cut -d' ' -f4 /proc/self/stat > /run/hypeman/app.pid
+app_env() { # (in a subshell) replace the init's environment with the app's
     for v in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v" 2>/dev/null; done
     export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
     hypeman_app_env
+}
+# The guest agent (exec, live volume mounts, readiness) runs outside the app's root and starts
+# its sessions inside it, with the app's environment and working directory.
+if [ "${GUEST_AGENT:-1}" = 1 ] && [ -x /bin/hypeman-agent ]; then
+    ( app_env; exec cat /proc/self/environ ) > /run/hypeman/app.env || log "cannot record the app environment for exec"
+    echo "$wd" > /run/hypeman/app.workdir
+    /bin/hypeman-agent --virtio-port hypeman.agent --vsock-port 2222 --root /newroot \
+        --env-file /run/hypeman/app.env --workdir-file /run/hypeman/app.workdir < /dev/null &
+    log "guest agent started (pid $!), uptime $(cut -d' ' -f1 /proc/uptime) s"
+else
+    log "guest agent disabled"
+fi
+(
+    cd "/newroot$wd" || exit 126
+    cut -d' ' -f4 /proc/self/stat > /run/hypeman/app.pid
+    app_env
     echo "hypeman-init: launching $*"
     exec /bin/busybox nsenter -F -r/newroot -- "$@"
 ) < /dev/null

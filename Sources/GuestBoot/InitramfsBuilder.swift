@@ -41,16 +41,20 @@ public struct InitramfsBuilder: Sendable {
     public static let requiredModules: Set<String> = ["virtio_blk", "ext4", "overlay"]
 
     /// Bump when the archive layout changes, so old files are not reused.
-    static let layoutVersion = "hypeman-initramfs-v1"
+    static let layoutVersion = "hypeman-initramfs-v2"
 
     public var kernel: KernelFiles
     public var busyboxPath: String
     public var modules: [String]
     public var compression: InitramfsCompression
+    /// The statically linked guest agent to put at /bin/hypeman-agent; nil builds an initramfs
+    /// without one (the init then says so and guests have no exec).
+    public var agentPath: String?
 
     public init(kernel: KernelFiles, busyboxPath: String = "/bin/busybox", modules: [String] = InitramfsBuilder.defaultModules,
-                compression: InitramfsCompression = .gzip) {
+                compression: InitramfsCompression = .gzip, agentPath: String? = nil) {
         self.kernel = kernel
+        self.agentPath = agentPath
         self.busyboxPath = busyboxPath
         self.modules = modules
         self.compression = compression
@@ -90,6 +94,7 @@ public struct InitramfsBuilder: Sendable {
 
     struct Inputs {
         var busybox: [UInt8]
+        var agent: [UInt8]?
         var plan: ModulePlan
         var moduleBytes: [[UInt8]]
         var moduleList: String
@@ -99,6 +104,12 @@ public struct InitramfsBuilder: Sendable {
     func gatherInputs() throws -> Inputs {
         let busybox = try Files.read(busyboxPath)
         try InitramfsBuilder.checkStaticELF(busybox, path: busyboxPath)
+        var agent: [UInt8]? = nil
+        if let agentPath {
+            let bytes = try Files.read(agentPath)
+            try InitramfsBuilder.checkStaticELF(bytes, path: agentPath, fix: "build it with `swift build --product hypeman-agent` (it links -static-executable)")
+            agent = bytes
+        }
         let deps = try ModuleDependencies(modulesDirectory: kernel.modulesDirectory)
         let plan = try deps.plan(wanted: modules, required: InitramfsBuilder.requiredModules)
         var moduleBytes: [[UInt8]] = []
@@ -121,13 +132,14 @@ public struct InitramfsBuilder: Sendable {
         field(Array(InitScript.powerButtonHandler.utf8))
         field(Array(InitScript.applets.joined(separator: " ").utf8))
         field(busybox)
+        field(agent ?? [])
         field(Array(moduleList.utf8))
         for (m, b) in zip(plan.load, moduleBytes) {
             field(Array(m.relativePath.utf8))
             field(b)
         }
         let hash = String(h.finishHex().prefix(16))
-        return Inputs(busybox: busybox, plan: plan, moduleBytes: moduleBytes, moduleList: moduleList, hash: hash)
+        return Inputs(busybox: busybox, agent: agent, plan: plan, moduleBytes: moduleBytes, moduleList: moduleList, hash: hash)
     }
 
     func makeArchive(_ inputs: Inputs) throws -> [UInt8] {
@@ -139,6 +151,7 @@ public struct InitramfsBuilder: Sendable {
         try w.addCharacterDevice("dev/console", major: 5, minor: 1, mode: 0o600)
         try w.addCharacterDevice("dev/null", major: 1, minor: 3, mode: 0o666)
         try w.addFile("bin/busybox", contents: inputs.busybox, mode: 0o755)
+        if let agent = inputs.agent { try w.addFile("bin/hypeman-agent", contents: agent, mode: 0o755) }
         for a in InitScript.applets {
             try w.addSymlink("bin/" + a, target: "busybox")
         }
@@ -167,11 +180,11 @@ public struct InitramfsBuilder: Sendable {
 
     /// The init runs before any library exists, so busybox must be static: an x86-64 ELF without
     /// a PT_INTERP program header.
-    static func checkStaticELF(_ b: [UInt8], path: String) throws {
+    static func checkStaticELF(_ b: [UInt8], path: String,
+                               fix: String = "install the static busybox with `apt-get install busybox-static`") throws {
         func u16(_ o: Int) -> Int { Int(b[o]) | Int(b[o + 1]) << 8 }
         func u32(_ o: Int) -> Int { u16(o) | u16(o + 2) << 16 }
         func u64(_ o: Int) -> Int { u32(o) | u32(o + 4) << 32 }
-        let fix = "install the static busybox with `apt-get install busybox-static`"
         guard b.count > 64, b[0] == 0x7f, b[1] == 0x45, b[2] == 0x4c, b[3] == 0x46, b[4] == 2, u16(18) == 62 else {
             throw GuestBootError.toolMissing("\(path) is not an x86-64 ELF binary; \(fix)")
         }

@@ -24,9 +24,11 @@ public enum InstanceOperation: String, Sendable {
         }
     }
 
-    /// The contract's 409 for a wrong state, or nil when `state` allows the operation.
+    /// The contract's 409 for a wrong state, or nil when `state` allows the operation. `stop`
+    /// also works on an `Initializing` instance (VM up, guest agent not answering yet).
     public func gate(_ state: InstanceState) -> APIError? {
         guard let need = requiredState, need != state else { return nil }
+        if self == .stop && state == .initializing { return nil }
         let suffix: String
         switch self {
         case .stop, .start: suffix = ", must be \(need.rawValue)"

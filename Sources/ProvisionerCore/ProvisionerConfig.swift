@@ -31,6 +31,17 @@ public struct ProvisionerConfig: Sendable {
     /// STOP_GRACE_SECONDS: how long stop waits for a graceful power-off before stopping hard.
     public var stopGraceSeconds: Double
 
+    /// HYPEMAN_AGENT_BINARY: the static guest agent put into every initramfs (default:
+    /// `hypeman-agent` beside this executable). nil when absent: guests then boot without exec,
+    /// live volumes or readiness, and the Provisioner says so at start.
+    public var agentBinary: String?
+    /// AGENT_READY_TIMEOUT: how long create/start/restore wait for the guest agent's hello before
+    /// answering with the instance still `Initializing` (it turns `Running` when the agent answers).
+    public var agentReadyTimeout: Double = 60
+    /// EXEC_SOCKET: the Unix socket nginx proxies `GET /instances/{id}/exec` WebSockets to.
+    public var execSocket: String { execSocketOverride ?? runDir + "/exec.sock" }
+    public var execSocketOverride: String?
+
     public var wakeSocket: String { runDir + "/provisioner.wake" }
 
     /// KVM is the default only where /dev/kvm opens read-write; set QEMU_ACCEL explicitly where it
@@ -68,6 +79,17 @@ public struct ProvisionerConfig: Sendable {
             cloudHypervisorBinary: v("CLOUD_HYPERVISOR_BINARY") ?? "cloud-hypervisor",
             kernelDir: v("HYPEMAN_KERNEL_DIR") ?? data + "/system/kernel",
             guestCmdline: v("GUEST_CMDLINE") ?? Self.defaultCmdline(accel: v("QEMU_ACCEL") ?? (Self.kvmUsable() ? "kvm" : "tcg")),
-            stopGraceSeconds: Double(v("STOP_GRACE_SECONDS") ?? "") ?? 5)
+            stopGraceSeconds: Double(v("STOP_GRACE_SECONDS") ?? "") ?? 5,
+            agentBinary: Self.agentBinary(v("HYPEMAN_AGENT_BINARY")),
+            agentReadyTimeout: Double(v("AGENT_READY_TIMEOUT") ?? "") ?? 60,
+            execSocketOverride: v("EXEC_SOCKET"))
+    }
+
+    /// The configured agent binary, or `hypeman-agent` next to the running executable.
+    static func agentBinary(_ configured: String?) -> String? {
+        if let configured { return FileManager.default.isExecutableFile(atPath: configured) ? configured : nil }
+        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+        let candidate = (exe as NSString).deletingLastPathComponent + "/hypeman-agent"
+        return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
     }
 }

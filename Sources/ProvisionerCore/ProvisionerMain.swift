@@ -3,6 +3,7 @@ import Model
 import Store
 import QEMUDriver
 import CloudHypervisorDriver
+import ExecGateway
 
 /// Wiring of the `hypeman-provisioner` executable: config, reconcile, the job runner, SIGTERM.
 public enum ProvisionerMain {
@@ -38,26 +39,49 @@ public enum ProvisionerMain {
                        timeouts: QEMUTimeouts(command: .seconds(10))),
         ], preferred: config.hypervisor)
         if config.qemuAccel == "tcg" { log.warning("QEMU runs with TCG software emulation (slow); set QEMU_ACCEL=kvm on hosts with usable KVM") }
-        let assets = GuestAssets(kernelDir: config.kernelDir, outDir: config.dataDir + "/system/initramfs")
-        let instances = InstanceManager(config: config, drivers: drivers, assets: assets, network: network)
+        let assets = GuestAssets(kernelDir: config.kernelDir, outDir: config.dataDir + "/system/initramfs", agentBinary: config.agentBinary)
+        if config.agentBinary == nil {
+            log.warning("guest agent binary not found: guests boot without exec, live volumes or readiness; build it with "
+                        + "`swift build --product hypeman-agent` or set HYPEMAN_AGENT_BINARY")
+        }
+        // Readiness: an agent's hello turns its instance from Initializing to Running. The callback
+        // runs on link threads, so its store connection is shared under a lock.
+        let readyStore: Store
+        do { readyStore = try Store(path: config.dbPath) } catch {
+            log.error("cannot open the database", ["error": "\(error)", "db": config.dbPath])
+            exit(1)
+        }
+        nonisolated(unsafe) let sharedReadyStore = readyStore
+        let readyLock = NSLock()
+        let agents = AgentHub { id in
+            readyLock.lock(); defer { readyLock.unlock() }
+            _ = try? sharedReadyStore.markAgentReady(id: id)
+        }
+        let instances = InstanceManager(config: config, drivers: drivers, assets: assets, network: network, agents: agents)
         let images = makeImageService(config)
         let handlers = JobHandlers(config: config, images: images, instances: instances)
         let runner = JobRunner(config: config, handlers: handlers)
+        let exec: ExecServer
         do {
+            exec = ExecServer(socketPath: config.execSocket, backend: try AgentExecBackend(agents: agents, dbPath: config.dbPath))
             try Reconciler(config: config, instances: instances).run(store: store)
             try runner.start()
+            try exec.start()
         } catch {
             log.error("cannot start", ["error": "\(error)", "db": config.dbPath])
             exit(1)
         }
         log.info("provisioner started", ["data_dir": config.dataDir, "workers": String(config.workers),
                                          "builds": String(config.maxConcurrentBuilds),
-                                         "hypervisors": instances.drivers.isEmpty ? "none" : instances.drivers.joined(separator: ",")])
+                                         "hypervisors": instances.drivers.isEmpty ? "none" : instances.drivers.joined(separator: ","),
+                                         "exec_socket": config.execSocket, "agent": config.agentBinary ?? "none"])
         runner.poke()
         var sig: Int32 = 0
         sigwait(&set, &sig)
         log.info("stopping: finishing running jobs", ["signal": String(sig)])
+        exec.stop()
         runner.stop()
+        agents.closeAll()
         log.info("stopped")
         exit(0)
     }

@@ -235,6 +235,14 @@ extension Store {
         try db.run("UPDATE instances SET state = ?, state_error = ? WHERE id = ?", [state.rawValue, error, id])
     }
 
+    /// `Initializing` → `Running` when the guest agent answers; other states are left alone
+    /// (the agent of a VM being stopped may still say hello). True when a row changed.
+    @discardableResult
+    public func markAgentReady(id: String) throws -> Bool {
+        try db.run("UPDATE instances SET state = ?, state_error = NULL WHERE id = ? AND state = ?",
+                   [InstanceState.running.rawValue, id, InstanceState.initializing.rawValue]) > 0
+    }
+
     /// Writes back the runtime fields the Provisioner owns.
     public func updateInstanceRuntime(_ rec: InstanceRecord) throws {
         try db.run("""

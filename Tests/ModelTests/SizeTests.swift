@@ -78,5 +78,7 @@ import Testing
         #expect(InstanceOperation.start.gate(.stopped) == nil)
         #expect(InstanceOperation.delete.gate(.unknown) == nil)
         #expect(InstanceOperation.start.gate(.running)?.status == 409)
+        #expect(InstanceOperation.stop.gate(.initializing) == nil)
+        #expect(InstanceOperation.standby.gate(.initializing)?.status == 409)
     }
 }

@@ -8,12 +8,14 @@ import GuestBoot
 public final class GuestAssets: @unchecked Sendable {
     let kernelDir: String
     let outDir: String
+    let agentBinary: String?
     let lock = NSLock()
     var cached: (kernel: String, initramfs: String)?
 
-    public init(kernelDir: String, outDir: String) {
+    public init(kernelDir: String, outDir: String, agentBinary: String?) {
         self.kernelDir = kernelDir
         self.outDir = outDir
+        self.agentBinary = agentBinary
     }
 
     /// Paths of vmlinux and the initramfs; `dependency_missing` with the fix when the kernel is absent.
@@ -24,7 +26,7 @@ public final class GuestAssets: @unchecked Sendable {
         do { kernel = try KernelLocator(kernelDirectory: kernelDir).locate() } catch {
             throw APIError(.dependencyMissing, "guest kernel missing: \(error)")
         }
-        let image = try InitramfsBuilder(kernel: kernel).build(outputDirectory: outDir)
+        let image = try InitramfsBuilder(kernel: kernel, agentPath: agentBinary).build(outputDirectory: outDir)
         cached = (kernel.vmlinuxPath, image.path)
         return cached!
     }

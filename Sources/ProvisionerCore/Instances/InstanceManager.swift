@@ -15,12 +15,15 @@ public final class InstanceManager: @unchecked Sendable {
     let table: DriverTable
     let assets: GuestAssets
     let network: GuestNetwork
+    /// The guest-agent links; an instance is `Initializing` until its agent answers.
+    public let agents: AgentHub
     let log = Log("prov.instances")
     let lock = NSLock()
     var registry: [String: any RunningVM] = [:]   // guarded by `lock`
 
-    public init(config: ProvisionerConfig, drivers: DriverTable, assets: GuestAssets, network: GuestNetwork) {
+    public init(config: ProvisionerConfig, drivers: DriverTable, assets: GuestAssets, network: GuestNetwork, agents: AgentHub) {
         self.config = config
+        self.agents = agents
         self.table = drivers
         self.assets = assets
         self.network = network
@@ -68,11 +71,10 @@ public final class InstanceManager: @unchecked Sendable {
                 note(inst.id, "\(job.kind.rawValue) failed: \(error)", level: "ERROR")
                 throw error
             }
-        case .attach, .detach:
-            guard inst.state == .running else {
-                throw APIError(.invalidState, "cannot \(job.kind.rawValue) a volume in state \(inst.state.rawValue)")
-            }
-            throw APIError(.notImplemented, "live volume \(job.kind.rawValue) needs the guest agent, which this build does not have yet; stop the instance to change its volumes")
+        case .attach:
+            try liveAttach(inst, job: job, store: store)
+        case .detach:
+            try liveDetach(inst, job: job, store: store)
         default:
             throw APIError(.internalError, "unexpected job kind \(job.kind.rawValue)")
         }
@@ -136,7 +138,7 @@ public final class InstanceManager: @unchecked Sendable {
         let gc = GuestConfig(instanceID: inst.id, instanceName: inst.name, image: inst.image, entrypoint: image.entrypoint,
                              cmd: image.cmd, workdir: image.workingDir ?? "/",
                              imageEnv: image.env.keys.sorted().map { "\($0)=\(image.env[$0]!)" }, env: inst.env,
-                             network: net.map(GuestNetwork.guestNetwork), volumes: guestVolumes(inst))
+                             network: net.map(GuestNetwork.guestNetwork), volumes: guestVolumes(inst), agent: agentEnabled)
         try ConfigDisk.build(gc, at: path)
     }
 
@@ -154,8 +156,9 @@ public final class InstanceManager: @unchecked Sendable {
     func boot(_ inst: inout InstanceRecord, image: ImageRuntimeConfig, net: NetworkAllocation?, store: Store) throws {
         let driver = try table.driver(inst.hypervisor)
         let vm: any RunningVM
-        do { vm = try driver.launch(try spec(inst, image: image, net: net)) } catch let e as VMMError {
-            throw APIError(.internalError, "the \(driver.kind) VMM failed to start the VM: \(e) (see the vmm log)")
+        let vmSpec = try spec(inst, image: image, net: net)
+        do throws(VMMError) { vm = try driver.launch(vmSpec) } catch {
+            throw APIError(.internalError, "the \(driver.kind) VMM failed to start the VM: \(error) (see the vmm log)")
         }
         setVM(inst.id, vm)
         if inst.hotplugSize > 0 && driver.capabilities.memoryResize {
@@ -165,11 +168,44 @@ public final class InstanceManager: @unchecked Sendable {
         }
         inst.hypervisor = driver.kind
         inst.vmmPID = Int(vm.pid)
-        inst.state = .running
+        inst.state = agentEnabled ? .initializing : .running
         inst.stateError = nil
         inst.startedAt = Timestamp.now()
         inst.creating = false
         try store.updateInstanceRuntime(inst)
+        awaitAgent(&inst, driver: driver, spec: vmSpec, store: store)
+    }
+
+    // MARK: guest agent
+
+    /// Whether guests get the agent (its binary was found at start).
+    var agentEnabled: Bool { config.agentBinary != nil }
+
+    /// Connects the agent link of a VM that just started (launch, restore) and waits, bounded, for
+    /// its hello: then the instance is `Running`. Past the bound it stays `Initializing` and the
+    /// link's ready callback flips it later.
+    func awaitAgent(_ inst: inout InstanceRecord, driver: any HypervisorDriver, spec: VMSpec, store: Store) {
+        guard agentEnabled, let channel = driver.agentChannel(spec) else { return }
+        agents.connect(inst.id, channel: channel)
+        let t0 = Date()
+        if agents.waitReady(inst.id, timeout: config.agentReadyTimeout) {
+            inst.state = .running
+            _ = try? store.markAgentReady(id: inst.id)
+            note(inst.id, "guest agent ready after \(Int(Date().timeIntervalSince(t0) * 1000)) ms")
+        } else {
+            note(inst.id, "guest agent not ready within \(Int(config.agentReadyTimeout)) s; the instance stays Initializing until it answers", level: "WARN")
+        }
+    }
+
+    /// Re-opens the agent link of an adopted or resumed VM without waiting.
+    func reconnectAgent(_ inst: InstanceRecord) {
+        guard agentEnabled, let driver = try? table.driver(inst.hypervisor) else { return }
+        // The channel depends only on the instance's run directory.
+        let sp = VMSpec(instanceID: inst.id, vcpus: inst.vcpus, memoryBytes: inst.size, hotplugBytes: 0, kernelPath: "",
+                        initramfsPath: "", cmdline: "", disks: [], net: nil, serialLogPath: "", vmmLogPath: "",
+                        runDir: dir(inst.id), vsockCID: Self.vsockCID(inst.id))
+        guard let channel = driver.agentChannel(sp) else { return }
+        agents.connect(inst.id, channel: channel)
     }
 
     // MARK: operations
@@ -213,6 +249,7 @@ public final class InstanceManager: @unchecked Sendable {
 
     /// Stop: graceful power-off with a timeout, then hard. The overlay disk keeps the guest's writes.
     func stop(_ inst: inout InstanceRecord, store: Store) throws {
+        agents.disconnect(inst.id)
         if let vm = vm(inst.id) {
             do { try vm.shutdown(grace: config.stopGraceSeconds) } catch { vm.kill() }
             setVM(inst.id, nil)
@@ -236,6 +273,7 @@ public final class InstanceManager: @unchecked Sendable {
             try writeConfigDisk(inst, image: image, net: net)
             try boot(&inst, image: image, net: net, store: store)
         } catch {
+            agents.disconnect(inst.id)
             if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) }
             network.detach(inst.id)
             throw error
@@ -255,6 +293,8 @@ public final class InstanceManager: @unchecked Sendable {
         let snap = snapshotDir(inst.id)
         try? FileManager.default.removeItem(atPath: snap)
         try FileManager.default.createDirectory(atPath: snap, withIntermediateDirectories: true)
+        // Exec sessions end here; the agent itself is frozen with the guest and answers again after restore.
+        agents.disconnect(inst.id)
         do {
             try vm.pause()
             inst.state = .paused
@@ -265,8 +305,9 @@ public final class InstanceManager: @unchecked Sendable {
         } catch {
             try? FileManager.default.removeItem(atPath: snap)
             try? vm.resume()
-            inst.state = .running
+            inst.state = agentEnabled ? .initializing : .running
             try? store.updateInstanceRuntime(inst)
+            reconnectAgent(inst)
             throw APIError(.internalError, "snapshot failed, the instance keeps running: \(error)")
         }
         vm.kill()
@@ -288,9 +329,11 @@ public final class InstanceManager: @unchecked Sendable {
         let driver = try table.driver(inst.hypervisor)
         let image = try imageConfig(inst, store: store)
         let vm: any RunningVM
+        let vmSpec: VMSpec
         do {
             let net = try network.reattach(inst)
-            vm = try driver.restore(try spec(inst, image: image, net: net), from: snap)
+            vmSpec = try spec(inst, image: image, net: net)
+            vm = try driver.restore(vmSpec, from: snap)
         } catch let e as VMMError {
             network.detach(inst.id)
             throw APIError(.internalError, "restore failed, the snapshot is kept: \(e)")
@@ -300,15 +343,17 @@ public final class InstanceManager: @unchecked Sendable {
         }
         setVM(inst.id, vm)
         try? FileManager.default.removeItem(atPath: snap)
-        inst.state = .running
+        inst.state = agentEnabled ? .initializing : .running
         inst.hasSnapshot = false
         inst.vmmPID = Int(vm.pid)
         inst.startedAt = Timestamp.now()
         try store.updateInstanceRuntime(inst)
+        awaitAgent(&inst, driver: driver, spec: vmSpec, store: store)
     }
 
     /// Delete from any state: the VMM is killed, then the directory and the row go.
     func delete(_ inst: InstanceRecord, store: Store) throws {
+        agents.disconnect(inst.id)
         if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) } else if let pid = inst.vmmPID { Self.killProcess(Int32(pid)) }
         network.detach(inst.id)
         try? FileManager.default.removeItem(atPath: dir(inst.id))
@@ -342,6 +387,7 @@ public final class InstanceManager: @unchecked Sendable {
         for var inst in all where !inst.creating && !busyTargets.contains(inst.id) {
             guard let pid = inst.vmmPID else { continue }
             if !Self.alive(pid) {
+                agents.disconnect(inst.id)
                 setVM(inst.id, nil)
                 inst.state = .stopped
                 inst.vmmPID = nil
@@ -357,7 +403,7 @@ public final class InstanceManager: @unchecked Sendable {
             do {
                 switch try vm.state() {
                 case .created: observed = .created
-                case .running: observed = .running
+                case .running: observed = agentEnabled && !agents.isReady(inst.id) ? .initializing : .running
                 case .paused: observed = .paused
                 case .shutdown: observed = .shutdown
                 }
@@ -400,8 +446,14 @@ public final class InstanceManager: @unchecked Sendable {
                     inst.hasSnapshot = false
                 }
                 inst.state = (try? vm.state()).map { s in
-                    switch s { case .created: .created; case .running: .running; case .paused: .paused; case .shutdown: .shutdown }
+                    switch s {
+                    case .created: .created
+                    case .running: agentEnabled ? .initializing : .running
+                    case .paused: .paused
+                    case .shutdown: .shutdown
+                    }
                 } ?? .unknown
+                if inst.state == .initializing { reconnectAgent(inst) }
                 Self.killOrphans(in: dir(inst.id), keep: [Int32(pid)])
                 log.info("adopted a running VMM", ["instance_id": inst.id, "pid": String(pid)])
             } else {
