@@ -16,6 +16,7 @@
 # Inputs (environment):
 #   HYPEMAN_RUN_DIR        required; holds fcgi-0.sock .. fcgi-(N-1).sock
 #   HYPEMAN_FCGI_WORKERS   N, default 2
+#   HYPEMAN_EXEC_SOCKET    the Provisioner's exec WebSocket gateway, default RUN_DIR/exec.sock
 #   HYPEMAN_HTTP_LISTEN    default 127.0.0.1:8080; set to "" for no plain-HTTP server
 #   HYPEMAN_HTTPS_LISTEN   default "" (no TLS server); needs HYPEMAN_TLS_CERT, HYPEMAN_TLS_KEY
 #   HYPEMAN_SHARE_DIR      default: the repository root (parent of this script's folder);
@@ -111,6 +112,8 @@ absolute HYPEMAN_NGINX_STATE_DIR "$state_dir"
 auth_cache=${HYPEMAN_AUTH_CACHE:-1}
 case "$auth_cache" in 0 | 1) ;; *) die "HYPEMAN_AUTH_CACHE must be 0 or 1: '$auth_cache'" ;; esac
 verify_sock="$state_dir/verify.sock"
+exec_sock=${HYPEMAN_EXEC_SOCKET:-$run_dir/exec.sock}
+check_plain HYPEMAN_EXEC_SOCKET "$exec_sock"
 [ ${#verify_sock} -le 100 ] || die "HYPEMAN_NGINX_STATE_DIR is too long for a Unix socket path: $verify_sock"
 
 nginx_user=${HYPEMAN_NGINX_USER:-}
@@ -294,6 +297,21 @@ location = /volumes/from-archive {
     fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
 }
 
+# Exec: a WebSocket (contract section 1.7), which FastCGI cannot carry, so it is proxied to the
+# Provisioner's exec gateway after the same bearer check. Upstream 4xx JSON passes through.
+location ~ ^/instances/[^/]+/exec\$ {
+    include $out/hypeman-auth.conf;
+    proxy_pass http://hypeman_exec;
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade \$http_upgrade;
+    proxy_set_header Connection \$hypeman_connection_upgrade;
+    proxy_set_header X-Auth-Subject \$hypeman_jwt_sub;
+    proxy_buffering off;
+    proxy_request_buffering off;
+    proxy_read_timeout 24h;
+    proxy_send_timeout 24h;
+}
+
 # Log streams (SSE): unbuffered, never gzipped, and followed streams may stay open for a day.
 location ~ ^/instances/[^/]+/logs\$ {
     include $out/hypeman-auth.conf;
@@ -378,6 +396,15 @@ EOF
 }
 
 js_import hypeman_jwt from $share_dir/nginx/jwt.js;
+
+# The exec gateway (a Unix socket of the Provisioner) and WebSocket upgrade headers for it.
+upstream hypeman_exec {
+    server unix:$exec_sock;
+}
+map \$http_upgrade \$hypeman_connection_upgrade {
+    default upgrade;
+    "" close;
+}
 
 # First gate of the bearer check, without njs: "" = well-formed "Bearer h.p.s", else the
 # 401 message. (map string matching is case-insensitive; the regexes are too.)
