@@ -173,3 +173,24 @@ def test_live_attach_write_detach_and_read_elsewhere(stack, auth, client, token,
     assert api(stack, auth, "DELETE", f"/instances/{other['id']}").status_code == 204
     assert_gone(stack, auth, other["id"])
     assert api(stack, auth, "DELETE", f"/volumes/{vid}").status_code == 204
+
+
+def test_agent_comes_back_after_restore_and_a_provisioner_restart(stack, auth, client, idle):
+    import signal
+    # A process started by exec in the background keeps running across standby/restore.
+    r = run(client, idle["id"], ["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"])
+    pid = int(r.output)
+    assert api(stack, auth, "POST", f"/instances/{idle['id']}/standby").json()["state"] == "Standby"
+    got = api(stack, auth, "POST", f"/instances/{idle['id']}/restore").json()
+    assert got["state"] == "Running", got   # restore answers once the agent answered again
+    assert run(client, idle["id"], ["sh", "-c", f"[ -d /proc/{pid} ] && echo alive"]).output == b"alive\n"
+    # The Provisioner dies: the VM lives on; the restarted one adopts it and reconnects the agent.
+    stack.restart_provisioner(signal.SIGKILL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if api(stack, auth, "GET", f"/instances/{idle['id']}").json()["state"] == "Running":
+            break
+        time.sleep(0.3)
+    assert api(stack, auth, "GET", f"/instances/{idle['id']}").json()["state"] == "Running"
+    r = run(client, idle["id"], ["echo", "still here"], wait_for_agent=30)
+    assert (r.output, r.exit_code) == (b"still here\n", 0)
