@@ -101,7 +101,20 @@ public final class QEMUVM: RunningVM, Sendable {
     public func pause() throws(VMMError) { try run("stop") }
 
     /// QMP `cont` (a `RESUME` event; status `running`); also leaves `postmigrate` after a snapshot.
-    public func resume() throws(VMMError) { try run("cont") }
+    /// A snapshot cut short (the Provisioner killed during standby) can leave its migration
+    /// running, and QEMU keeps the VM paused until it ends: it is cancelled first.
+    public func resume() throws(VMMError) {
+        let unfinished: Set<String> = ["setup", "active", "pre-switchover", "device", "wait-unplug", "cancelling"]
+        if let status = (try? run("query-migrate"))?["status"]?.stringValue, unfinished.contains(status) {
+            _ = try? run("migrate_cancel")
+            let deadline = ContinuousClock.now + timeouts.command
+            while ContinuousClock.now < deadline,
+                  let s = (try? run("query-migrate"))?["status"]?.stringValue, unfinished.contains(s) {
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+        }
+        try run("cont")
+    }
 
     /// While paused: QMP `getfd` (a descriptor of `<dir>/memory.partial`, opened here) + `migrate
     /// fd:…`, polling `query-migrate` until `completed`; then the file is fsynced, renamed to

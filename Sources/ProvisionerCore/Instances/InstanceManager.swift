@@ -171,9 +171,14 @@ public final class InstanceManager: @unchecked Sendable {
         inst.state = agentEnabled ? .initializing : .running
         inst.stateError = nil
         inst.startedAt = Timestamp.now()
-        inst.creating = false
         try store.updateInstanceRuntime(inst)
         awaitAgent(&inst, driver: driver, spec: vmSpec, store: store)
+        // A create stays `creating` until here, so a Provisioner killed while the guest boots
+        // rolls the create back at restart (the client was told it was interrupted).
+        if inst.creating {
+            inst.creating = false
+            try store.updateInstanceRuntime(inst)
+        }
     }
 
     // MARK: guest agent
