@@ -175,6 +175,23 @@ def test_live_attach_write_detach_and_read_elsewhere(stack, auth, client, token,
     assert api(stack, auth, "DELETE", f"/volumes/{vid}").status_code == 204
 
 
+def test_the_app_writes_to_a_volume_attached_live(stack, auth, client, image):  # noqa: F811
+    vol = api(stack, auth, "POST", "/volumes", json={"name": "app-live", "size_gb": 1}).json()
+    app = create(stack, auth, image, "exec-app-live", env={"MODE": "livewrite", "VOLFILE": "/data/app.txt", "DATA": "from the app"})
+    wait_line(stack, auth, app["id"], r"^waiting for a volume at /data$")
+    r = api(stack, auth, "POST", f"/instances/{app['id']}/volumes/{vol['id']}", json={"mount_path": "/data"})
+    assert r.status_code == 200, r.text
+    wait_line(stack, auth, app["id"], r"^wrote /data/app.txt$")
+    r = api(stack, auth, "DELETE", f"/instances/{app['id']}/volumes/{vol['id']}")
+    assert r.status_code == 200, r.text
+    reader = create(stack, auth, image, "exec-app-reader", env={"MODE": "read", "VOLFILE": "/data/app.txt"},
+                    volumes=[{"volume_id": vol["id"], "mount_path": "/data", "readonly": True}])
+    wait_line(stack, auth, reader["id"], r"^read: from the app$")
+    for inst in (app, reader):
+        assert api(stack, auth, "DELETE", f"/instances/{inst['id']}").status_code == 204
+    assert api(stack, auth, "DELETE", f"/volumes/{vol['id']}").status_code == 204
+
+
 def test_agent_comes_back_after_restore_and_a_provisioner_restart(stack, auth, client, idle):
     import signal
     # A process started by exec in the background keeps running across standby/restore.
