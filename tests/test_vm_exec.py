@@ -192,6 +192,20 @@ def test_the_app_writes_to_a_volume_attached_live(stack, auth, client, image):  
     assert api(stack, auth, "DELETE", f"/volumes/{vol['id']}").status_code == 204
 
 
+def test_skip_guest_agent(stack, auth, token, image):  # noqa: F811
+    inst = create(stack, auth, image, "exec-no-agent", env={"MODE": "idle"}, skip_guest_agent=True)
+    wait_line(stack, auth, inst["id"], r"guest agent disabled")
+    with pytest.raises(InvalidStatus) as e:
+        ws_connect(ws_url(stack, inst["id"]), additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=30)
+    assert e.value.response.status_code == 409 and b"skip_guest_agent" in e.value.response.body
+    vol = api(stack, auth, "POST", "/volumes", json={"name": "no-agent-vol", "size_gb": 1}).json()
+    r = api(stack, auth, "POST", f"/instances/{inst['id']}/volumes/{vol['id']}", json={"mount_path": "/data"})
+    assert (r.status_code, r.json()["code"]) == (409, "invalid_state")
+    assert "attachments" not in api(stack, auth, "GET", f"/volumes/{vol['id']}").json()
+    assert api(stack, auth, "DELETE", f"/instances/{inst['id']}").status_code == 204
+    assert api(stack, auth, "DELETE", f"/volumes/{vol['id']}").status_code == 204
+
+
 def test_agent_comes_back_after_restore_and_a_provisioner_restart(stack, auth, client, idle):
     import signal
     # A process started by exec in the background keeps running across standby/restore.

@@ -70,6 +70,7 @@ enum InstanceRoutes {
             throw body.fail("env/\(k)", "environment variable names must match [A-Za-z_][A-Za-z0-9_]*")
         }
         let networkEnabled = try body.nested("network")?.bool("enabled") ?? true
+        let skipGuestAgent = try body.bool("skip_guest_agent") ?? false
         let hypervisor = try body.string("hypervisor")
         if let hv = hypervisor, !hypervisors.contains(hv) {
             throw body.fail("hypervisor", "value is not one of the allowed values \(hypervisors)")
@@ -102,10 +103,11 @@ enum InstanceRoutes {
             throw APIError(.imageNotReady, "image not ready: image status is \(img.status)")
         }
 
-        let rec = InstanceRecord(id: CUID2.make(), name: name, image: imageName, imageDigest: img.digest, state: .created,
+        var rec = InstanceRecord(id: CUID2.make(), name: name, image: imageName, imageDigest: img.digest, state: .created,
                                  size: size, hotplugSize: hotplug, overlaySize: overlay, vcpus: vcpus, env: env,
                                  networkEnabled: networkEnabled, hypervisor: hypervisor, createdAt: Timestamp.now(),
                                  volumes: volumes)
+        rec.skipGuestAgent = skipGuestAgent
         try h.store.insertInstance(rec, limits: cfg.limits)
         guard let job = try h.runJob(.create, target: rec.id) else {
             return h.send(ex, status: 202, Render.instance(try h.store.instance(id: rec.id) ?? rec))

@@ -99,6 +99,10 @@ enum Migrations {
         CREATE INDEX jobs_state ON jobs(state, id);
         CREATE INDEX jobs_target ON jobs(target, state);
         """,
+        // 2: instances created with `skip_guest_agent` boot without the guest agent.
+        """
+        ALTER TABLE instances ADD COLUMN skip_guest_agent INTEGER NOT NULL DEFAULT 0;
+        """,
     ]
 
     static func apply(_ db: Connection) throws {

@@ -35,6 +35,8 @@ public struct InstanceRecord: Sendable {
     public var vmmPID: Int?
     public var hasSnapshot: Bool
     public var creating: Bool
+    /// Created with `skip_guest_agent`: no agent in the guest, so no exec, live volumes or readiness.
+    public var skipGuestAgent: Bool = false
     public var createdAt: String
     public var startedAt: String?
     public var stoppedAt: String?
@@ -94,6 +96,7 @@ extension Store {
         rec.vmmPID = r.int("vmm_pid").map(Int.init)
         rec.hasSnapshot = r.bool("has_snapshot")
         rec.creating = r.bool("creating")
+        rec.skipGuestAgent = r.bool("skip_guest_agent")
         rec.startedAt = r.string("started_at"); rec.stoppedAt = r.string("stopped_at")
         return rec
     }
@@ -159,10 +162,11 @@ extension Store {
             try checkAttachments(instanceID: rec.id, rec.volumes, existingDevices: 0, limits: limits)
             try db.run("""
                 INSERT INTO instances(id, name, image, image_digest, state, size, hotplug_size, overlay_size, vcpus, env,
-                    network_enabled, hypervisor, creating, created_at)
-                VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+                    network_enabled, hypervisor, creating, created_at, skip_guest_agent)
+                VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
                 """, [rec.id, rec.name, rec.image, rec.imageDigest, rec.state.rawValue, rec.size, rec.hotplugSize,
-                      rec.overlaySize, rec.vcpus, Columns.encode(rec.env), rec.networkEnabled, rec.hypervisor, rec.createdAt])
+                      rec.overlaySize, rec.vcpus, Columns.encode(rec.env), rec.networkEnabled, rec.hypervisor, rec.createdAt,
+                      rec.skipGuestAgent])
             for (i, v) in rec.volumes.enumerated() {
                 try insertAttachment(instanceID: rec.id, v, position: i)
             }

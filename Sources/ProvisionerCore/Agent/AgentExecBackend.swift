@@ -24,6 +24,10 @@ public final class AgentExecBackend: ExecBackend, @unchecked Sendable {
         } catch {
             throw ExecHTTPError(status: 500, code: ErrorCode.internalError.rawValue, message: "instance lookup failed: \(error)")
         }
+        if inst.skipGuestAgent {
+            throw ExecHTTPError(status: 409, code: ErrorCode.invalidState.rawValue,
+                                message: "instance \(inst.id) was created with skip_guest_agent: it has no guest agent, so exec is unavailable")
+        }
         // Initializing: the VM is up and its agent about to answer; `open` waits for it.
         guard inst.state == .running || inst.state == .initializing else {
             throw ExecHTTPError(status: 409, code: ErrorCode.invalidState.rawValue,

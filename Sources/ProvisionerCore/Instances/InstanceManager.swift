@@ -138,7 +138,7 @@ public final class InstanceManager: @unchecked Sendable {
         let gc = GuestConfig(instanceID: inst.id, instanceName: inst.name, image: inst.image, entrypoint: image.entrypoint,
                              cmd: image.cmd, workdir: image.workingDir ?? "/",
                              imageEnv: image.env.keys.sorted().map { "\($0)=\(image.env[$0]!)" }, env: inst.env,
-                             network: net.map(GuestNetwork.guestNetwork), volumes: guestVolumes(inst), agent: agentEnabled)
+                             network: net.map(GuestNetwork.guestNetwork), volumes: guestVolumes(inst), agent: agentEnabled(inst))
         try ConfigDisk.build(gc, at: path)
     }
 
@@ -168,7 +168,7 @@ public final class InstanceManager: @unchecked Sendable {
         }
         inst.hypervisor = driver.kind
         inst.vmmPID = Int(vm.pid)
-        inst.state = agentEnabled ? .initializing : .running
+        inst.state = agentEnabled(inst) ? .initializing : .running
         inst.stateError = nil
         inst.startedAt = Timestamp.now()
         try store.updateInstanceRuntime(inst)
@@ -183,14 +183,15 @@ public final class InstanceManager: @unchecked Sendable {
 
     // MARK: guest agent
 
-    /// Whether guests get the agent (its binary was found at start).
-    var agentEnabled: Bool { config.agentBinary != nil }
+    /// Whether this instance's guest runs the agent: its binary was found at start and the
+    /// instance was not created with `skip_guest_agent`.
+    func agentEnabled(_ inst: InstanceRecord) -> Bool { config.agentBinary != nil && !inst.skipGuestAgent }
 
     /// Connects the agent link of a VM that just started (launch, restore) and waits, bounded, for
     /// its hello: then the instance is `Running`. Past the bound it stays `Initializing` and the
     /// link's ready callback flips it later.
     func awaitAgent(_ inst: inout InstanceRecord, driver: any HypervisorDriver, spec: VMSpec, store: Store) {
-        guard agentEnabled, let channel = driver.agentChannel(spec) else { return }
+        guard agentEnabled(inst), let channel = driver.agentChannel(spec) else { return }
         agents.connect(inst.id, channel: channel)
         let t0 = Date()
         if agents.waitReady(inst.id, timeout: config.agentReadyTimeout) {
@@ -204,7 +205,7 @@ public final class InstanceManager: @unchecked Sendable {
 
     /// Re-opens the agent link of an adopted or resumed VM without waiting.
     func reconnectAgent(_ inst: InstanceRecord) {
-        guard agentEnabled, let driver = try? table.driver(inst.hypervisor) else { return }
+        guard agentEnabled(inst), let driver = try? table.driver(inst.hypervisor) else { return }
         // The channel depends only on the instance's run directory.
         let sp = VMSpec(instanceID: inst.id, vcpus: inst.vcpus, memoryBytes: inst.size, hotplugBytes: 0, kernelPath: "",
                         initramfsPath: "", cmdline: "", disks: [], net: nil, serialLogPath: "", vmmLogPath: "",
@@ -310,7 +311,7 @@ public final class InstanceManager: @unchecked Sendable {
         } catch {
             try? FileManager.default.removeItem(atPath: snap)
             try? vm.resume()
-            inst.state = agentEnabled ? .initializing : .running
+            inst.state = agentEnabled(inst) ? .initializing : .running
             try? store.updateInstanceRuntime(inst)
             reconnectAgent(inst)
             throw APIError(.internalError, "snapshot failed, the instance keeps running: \(error)")
@@ -348,7 +349,7 @@ public final class InstanceManager: @unchecked Sendable {
         }
         setVM(inst.id, vm)
         try? FileManager.default.removeItem(atPath: snap)
-        inst.state = agentEnabled ? .initializing : .running
+        inst.state = agentEnabled(inst) ? .initializing : .running
         inst.hasSnapshot = false
         inst.vmmPID = Int(vm.pid)
         inst.startedAt = Timestamp.now()
@@ -408,7 +409,7 @@ public final class InstanceManager: @unchecked Sendable {
             do {
                 switch try vm.state() {
                 case .created: observed = .created
-                case .running: observed = agentEnabled && !agents.isReady(inst.id) ? .initializing : .running
+                case .running: observed = agentEnabled(inst) && !agents.isReady(inst.id) ? .initializing : .running
                 case .paused: observed = .paused
                 case .shutdown: observed = .shutdown
                 }
@@ -453,7 +454,7 @@ public final class InstanceManager: @unchecked Sendable {
                 inst.state = (try? vm.state()).map { s in
                     switch s {
                     case .created: .created
-                    case .running: agentEnabled ? .initializing : .running
+                    case .running: agentEnabled(inst) ? .initializing : .running
                     case .paused: .paused
                     case .shutdown: .shutdown
                     }

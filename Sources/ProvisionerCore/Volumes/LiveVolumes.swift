@@ -92,7 +92,11 @@ extension InstanceManager {
             throw APIError(.invalidState, "cannot \(verb) a volume in state \(inst.state.rawValue), must be Running or Stopped")
         }
         guard let vm = vm(inst.id) else { throw APIError(.internalError, "no live VMM handle for instance \(inst.id)") }
-        guard agentEnabled, let link = agents.link(inst.id), link.isReady else {
+        if inst.skipGuestAgent {
+            throw APIError(.invalidState, "instance \(inst.id) was created with skip_guest_agent, so volumes cannot be "
+                           + "\(verb == "attach" ? "mounted" : "unmounted") live; stop the instance to change its volumes")
+        }
+        guard agentEnabled(inst), let link = agents.link(inst.id), link.isReady else {
             throw APIError(.invalidState, "the guest agent of instance \(inst.id) is not connected, so the volume cannot be "
                            + "\(verb == "attach" ? "mounted" : "unmounted") live; wait until it is Running, or stop the instance first")
         }
