@@ -51,9 +51,13 @@ public final class APIHandler: RequestHandler {
     // MARK: responses
 
     func send(_ ex: any Exchange, status: Int, _ body: JSONValue, headers: [(String, String)] = []) {
-        let bytes = JSON.serialize(body)
-        ex.writeHead(status: status, headers: [("Content-Type", "application/json"), ("Content-Length", String(bytes.count))] + headers)
-        ex.write(bytes)
+        send(ex, status: status, JSON.serialize(body), headers: headers)
+    }
+
+    /// Sends an already serialised JSON document.
+    func send(_ ex: any Exchange, status: Int, _ json: [UInt8], headers: [(String, String)] = []) {
+        ex.respond(status: status, headers: [("Content-Type", "application/json"), ("Content-Length", String(json.count))] + headers,
+                   body: json)
     }
 
     func sendNoContent(_ ex: any Exchange, status: Int = 204) {

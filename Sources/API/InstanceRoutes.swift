@@ -9,7 +9,7 @@ enum InstanceRoutes {
 
     static func register(_ r: inout Router) {
         r.add("GET", "/instances") { h, _, ex, _ in
-            h.send(ex, status: 200, .array(try h.store.listInstances().map(Render.instance)))
+            h.send(ex, status: 200, Render.instances(try h.store.listInstances()))
         }
         r.add("POST", "/instances") { h, req, ex, _ in try create(h, req, ex) }
         r.add("GET", "/instances/{id}") { h, _, ex, p in

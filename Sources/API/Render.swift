@@ -22,42 +22,72 @@ enum Render {
         return .object(o)
     }
 
-    static func instance(_ r: InstanceRecord) -> JSONValue {
-        var o = JSONObject()
-        o["id"] = .string(r.id)
-        o["name"] = .string(r.name)
-        o["image"] = .string(r.image)
-        o["state"] = .string(r.state.rawValue)
-        o["state_error"] = r.state == .unknown ? .optional(r.stateError) : .null
-        o["size"] = .string(Size.format(r.size))
-        o["hotplug_size"] = .string(Size.format(r.hotplugSize))
-        o["overlay_size"] = .string(Size.format(r.overlaySize))
-        o["vcpus"] = .int(Int64(r.vcpus))
-        if !r.env.isEmpty { o["env"] = .stringMap(r.env) }
-        if r.networkEnabled {
-            o["network"] = ["enabled": true, "name": "default", "ip": .optional(r.ip), "mac": .optional(r.mac)]
-        } else {
-            o["network"] = ["enabled": false, "ip": .null, "mac": .null]
+    /// An instance, written straight into `w` (the hot path of GET /instances/{id}).
+    static func instance(_ r: InstanceRecord, into w: inout JSONWriter) {
+        w.beginObject()
+        w.key("id"); w.string(r.id)
+        w.key("name"); w.string(r.name)
+        w.key("image"); w.string(r.image)
+        w.key("state"); w.string(r.state.rawValue)
+        w.key("state_error"); w.string(r.state == .unknown ? r.stateError : nil)
+        w.key("size"); w.string(Size.format(r.size))
+        w.key("hotplug_size"); w.string(Size.format(r.hotplugSize))
+        w.key("overlay_size"); w.string(Size.format(r.overlaySize))
+        w.key("vcpus"); w.int(Int64(r.vcpus))
+        if !r.env.isEmpty {
+            w.key("env")
+            w.beginObject()
+            for k in r.env.keys.sorted() {
+                w.key(k)
+                w.string(r.env[k]!)
+            }
+            w.endObject()
         }
+        w.key("network")
+        w.beginObject()
+        w.key("enabled"); w.bool(r.networkEnabled)
+        if r.networkEnabled { w.key("name"); w.string("default") }
+        w.key("ip"); w.string(r.networkEnabled ? r.ip : nil)
+        w.key("mac"); w.string(r.networkEnabled ? r.mac : nil)
+        w.endObject()
         if !r.volumes.isEmpty {
-            o["volumes"] = .array(r.volumes.map { v in
-                var m = JSONObject()
-                m["volume_id"] = .string(v.volumeID)
-                m["mount_path"] = .string(v.mountPath)
-                m["readonly"] = .bool(v.readonly || v.overlay)
+            w.key("volumes")
+            w.beginArray()
+            for v in r.volumes {
+                w.beginObject()
+                w.key("volume_id"); w.string(v.volumeID)
+                w.key("mount_path"); w.string(v.mountPath)
+                w.key("readonly"); w.bool(v.readonly || v.overlay)
                 if v.overlay {
-                    m["overlay"] = true
-                    m["overlay_size"] = .string(Size.format(v.overlaySize ?? 0))
+                    w.key("overlay"); w.bool(true)
+                    w.key("overlay_size"); w.string(Size.format(v.overlaySize ?? 0))
                 }
-                return .object(m)
-            })
+                w.endObject()
+            }
+            w.endArray()
         }
-        if let h = r.hypervisor { o["hypervisor"] = .string(h) }
-        o["created_at"] = .string(r.createdAt)
-        o["started_at"] = .optional(r.startedAt)
-        o["stopped_at"] = .optional(r.stoppedAt)
-        o["has_snapshot"] = .bool(r.hasSnapshot)
-        return .object(o)
+        if let h = r.hypervisor { w.key("hypervisor"); w.string(h) }
+        w.key("created_at"); w.string(r.createdAt)
+        w.key("started_at"); w.string(r.startedAt)
+        w.key("stopped_at"); w.string(r.stoppedAt)
+        w.key("has_snapshot"); w.bool(r.hasSnapshot)
+        w.endObject()
+    }
+
+    /// An instance as a JSON document.
+    static func instance(_ r: InstanceRecord) -> [UInt8] {
+        var w = JSONWriter()
+        instance(r, into: &w)
+        return w.bytes
+    }
+
+    /// A list of instances as a JSON array.
+    static func instances(_ rs: [InstanceRecord]) -> [UInt8] {
+        var w = JSONWriter(capacity: 512 * max(1, rs.count))
+        w.beginArray()
+        for r in rs { instance(r, into: &w) }
+        w.endArray()
+        return w.bytes
     }
 
     static func volume(_ r: VolumeRecord) -> JSONValue {

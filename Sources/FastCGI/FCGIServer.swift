@@ -135,14 +135,36 @@ final class FCGIExchange: Exchange {
     func writeHead(status: Int, headers: [(String, String)]) {
         guard !headWritten else { return }
         headWritten = true
-        var head = "Status: \(status) \(reasonPhrase(status))\r\n"
+        var head: [UInt8] = []
+        Self.appendHead(&head, status: status, headers: headers)
+        write(head)
+    }
+
+    func respond(status: Int, headers: [(String, String)], body: [UInt8]) {
+        guard !headWritten else { return }
+        headWritten = true
+        var out: [UInt8] = []
+        out.reserveCapacity(160 + body.count)
+        Self.appendHead(&out, status: status, headers: headers)
+        out.append(contentsOf: body)
+        write(out)
+    }
+
+    /// `Status: 200 OK\r\n`, the headers, the blank line. A header whose name or value holds a
+    /// CR or LF byte is dropped (no header injection).
+    static func appendHead(_ out: inout [UInt8], status: Int, headers: [(String, String)]) {
+        out.append(contentsOf: "Status: \(status) \(reasonPhrase(status))\r\n".utf8)
         for (k, v) in headers {
-            // Header injection guard: no CR/LF in names or values.
-            if k.contains(where: { $0 == "\r" || $0 == "\n" }) || v.contains(where: { $0 == "\r" || $0 == "\n" }) { continue }
-            head += "\(k): \(v)\r\n"
+            if k.utf8.contains(where: { $0 == 13 || $0 == 10 }) || v.utf8.contains(where: { $0 == 13 || $0 == 10 }) { continue }
+            out.append(contentsOf: k.utf8)
+            out.append(UInt8(ascii: ":"))
+            out.append(UInt8(ascii: " "))
+            out.append(contentsOf: v.utf8)
+            out.append(13)
+            out.append(10)
         }
-        head += "\r\n"
-        write(Array(head.utf8))
+        out.append(13)
+        out.append(10)
     }
 
     @discardableResult

@@ -35,6 +35,16 @@ public protocol Exchange: AnyObject {
     @discardableResult func write(_ bytes: [UInt8]) -> Bool
     /// Pushes buffered bytes to nginx now (SSE). Returns false when the client has gone away.
     @discardableResult func flush() -> Bool
+    /// A whole response: head and body. Same as `writeHead` then `write`, which is what the
+    /// default does; the FastCGI exchange hands both to libfcgi in one piece.
+    func respond(status: Int, headers: [(String, String)], body: [UInt8])
+}
+
+extension Exchange {
+    public func respond(status: Int, headers: [(String, String)], body: [UInt8]) {
+        writeHead(status: status, headers: headers)
+        write(body)
+    }
 }
 
 extension Exchange {

@@ -103,13 +103,32 @@ public enum JSON {
         }
     }
 
-    /// Serialises compactly as UTF-8 bytes; jansson escapes quotes, backslashes and control characters.
-    /// Usually one pass into a buffer of a guessed size; a second, exact one only when it was too small.
+    /// Serialises compactly as UTF-8 bytes, objects in key order. Written by `JSONWriter`, whose
+    /// output is byte-identical to jansson's dump (`serializeWithJansson`, kept as the reference).
     public static func serialize(_ v: JSONValue) -> [UInt8] {
+        var w = JSONWriter()
+        w.value(v)
+        return w.bytes
+    }
+
+    /// jansson's compact dump of `v`: the reference `JSONWriter` must match byte for byte.
+    /// Usually one pass into a buffer of a guessed size; a second, exact one only when it was too small.
+    static func serializeWithJansson(_ v: JSONValue) -> [UInt8] {
         guard let j = build(v) else { return Array("null".utf8) }
         defer { cjansson_decref(j) }
+        return dump(j, capacity: 4096)
+    }
+
+    /// A real as jansson prints it (precision 17); `null` when it is not finite.
+    static func realText(_ d: Double) -> [UInt8] {
+        guard d.isFinite, let j = json_real(d) else { return Array("null".utf8) }
+        defer { cjansson_decref(j) }
+        return dump(j, capacity: 32)
+    }
+
+    private static func dump(_ j: UnsafeMutablePointer<json_t>, capacity initial: Int) -> [UInt8] {
         let flags = cjansson_dump_flags()
-        var capacity = 4096
+        var capacity = initial
         while true {
             var needed = 0
             let out = [UInt8](unsafeUninitializedCapacity: capacity) { buf, count in

@@ -145,9 +145,21 @@ public final class Statement {
 
     deinit { sqlite3_finalize(stmt) }
 
-    func reset() {
+    /// Ends the current run and clears the bindings, so the statement can run again.
+    public func reset() {
         sqlite3_reset(stmt)
         sqlite3_clear_bindings(stmt)
+    }
+
+    /// Binds text to parameter `index` (1-based), without building an argument array.
+    public func bind(_ text: String, at index: Int32) throws(SQLiteError) {
+        var text = text
+        let rc = text.withUTF8 { u in
+            u.baseAddress.map { b in
+                b.withMemoryRebound(to: CChar.self, capacity: u.count) { csqlite_bind_text(stmt, index, $0, Int32(u.count)) }
+            } ?? csqlite_bind_text(stmt, index, "", 0)
+        }
+        if rc != SQLITE_OK { throw connection.error(rc, "bind") }
     }
 
     func bind(_ args: [any SQLBindable]) throws(SQLiteError) {
@@ -169,8 +181,8 @@ public final class Statement {
         }
     }
 
-    /// Steps once: true when a row is available.
-    func step() throws(SQLiteError) -> Bool {
+    /// Steps once: true when a row is available (read it with the column accessors, or `row()`).
+    public func step() throws(SQLiteError) -> Bool {
         let rc = sqlite3_step(stmt)
         if rc == SQLITE_ROW { return true }
         if rc == SQLITE_DONE { return false }
@@ -186,7 +198,46 @@ public final class Statement {
         return ColumnIndex(map: map)
     }()
 
-    func row() -> Row {
+    // Column accessors by position (0-based) for the current row: no `Row`, no name lookups.
+    // They answer like `Row`'s accessors for the same value.
+
+    /// Text or blob as a string; nil for NULL, integers and reals (like `Row.string`).
+    public func string(_ column: Int32) -> String? {
+        switch sqlite3_column_type(stmt, column) {
+        case SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_NULL: return nil
+        default:
+            let len = Int(sqlite3_column_bytes(stmt, column))
+            guard let p = sqlite3_column_text(stmt, column) else { return "" }
+            return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+        }
+    }
+
+    /// Runs `body` on the raw UTF-8 bytes of a text or blob value, valid only inside `body`;
+    /// nil for NULL, integers and reals.
+    public func withText<R>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        switch sqlite3_column_type(stmt, column) {
+        case SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_NULL: return nil
+        default:
+            let len = Int(sqlite3_column_bytes(stmt, column))
+            guard let p = sqlite3_column_text(stmt, column) else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+            return try body(UnsafeRawBufferPointer(start: p, count: len))
+        }
+    }
+
+    /// An integer (a real is truncated); nil for NULL, text and blobs (like `Row.int`).
+    public func int(_ column: Int32) -> Int64? {
+        switch sqlite3_column_type(stmt, column) {
+        case SQLITE_INTEGER: return sqlite3_column_int64(stmt, column)
+        case SQLITE_FLOAT: return Int64(sqlite3_column_double(stmt, column))
+        default: return nil
+        }
+    }
+
+    /// A non-zero integer (like `Row.bool`).
+    public func bool(_ column: Int32) -> Bool { (int(column) ?? 0) != 0 }
+
+    /// The current row as a `Row`, readable by column name.
+    public func row() -> Row {
         let n = sqlite3_column_count(stmt)
         var values: [SQLValue] = []
         values.reserveCapacity(Int(n))

@@ -45,10 +45,7 @@ enum Columns {
         return a.compactMap(\.stringValue)
     }
     static func stringMap(_ s: String?) -> [String: String] {
-        guard let o = decode(s)?.objectValue else { return [:] }
-        var m: [String: String] = [:]
-        for (k, v) in o { if let sv = v.stringValue { m[k] = sv } }
-        return m
+        s.flatMap { JSON.parseStringMap($0) } ?? [:]
     }
     static func encode(_ a: [String]?) -> String? { a.map { encode(.strings($0)) } }
     static func encode(_ m: [String: String]) -> String { encode(.stringMap(m)) }

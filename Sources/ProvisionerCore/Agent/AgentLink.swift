@@ -170,6 +170,17 @@ final class AgentLink: @unchecked Sendable {
         var decoder = FrameDecoder()
         var buf = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
+            // Until the agent answers, hello is repeated every second: one sent while the guest
+            // was not listening (booting, or a port still settling after a restore) can be lost.
+            if !isReady {
+                var pfd = pollfd(fd: f, events: Int16(POLLIN), revents: 0)
+                let r = poll(&pfd, 1, 1000)
+                if r == 0 {
+                    do { try send(Frame(.hello, stream: 0, payload: HelloRequest().encode())) } catch { return "\(error)" }
+                    continue
+                }
+                if r < 0 && errno == EINTR { continue }
+            }
             let n = buf.withUnsafeMutableBytes { read(f, $0.baseAddress!, $0.count) }
             if n == 0 { return "the agent link closed" }
             if n < 0 {
@@ -192,6 +203,8 @@ final class AgentLink: @unchecked Sendable {
             guard reply.version == agentProtocolVersion else {
                 throw NotReady(description: "guest agent speaks protocol \(reply.version), this host \(agentProtocolVersion)")
             }
+            // Repeated hellos get repeated answers; only the first one counts.
+            if isReady { return }
             // The callback (the store's Initializing → Running) runs before waiters are released,
             // so whoever waited sees the new state.
             onReady(reply)
