@@ -4,15 +4,28 @@ import Synchronization
 
 /// One client connection, run on its own thread: the HTTP head, the route and the instance
 /// lookup, the WebSocket handshake, then the exec session relay (client frames → the session
-/// handle; backend events → frames, written from the backend's thread).
+/// handle; backend events → an outbox the connection thread writes out, so a client that reads
+/// slowly never holds up the backend's thread, which other sessions share).
 final class ExecConnection: Sendable {
     let socket: ConnectionSocket
     private let backend: any ExecBackend
     private let slots: SessionSlots
     private let limits: ExecServer.Limits
     private let log: @Sendable (String) -> Void
-    /// Set once the backend reported `.exit` (from its thread).
+    /// Set once the connection thread has written the exit out.
     private let exitStatus = Mutex<ExitStatus?>(nil)
+    /// Events the backend delivered and the connection thread has not written yet.
+    private let outbox = Mutex<Outbox>(Outbox())
+
+    struct Outbox {
+        var events: [ExecEvent] = []
+        var bytes = 0
+        /// More than `maxBacklog` bytes of output waited for a client that does not read.
+        var overflowed = false
+    }
+
+    /// Output allowed to wait for a slow client before the session is cancelled.
+    static let maxBacklog = 64 << 20
 
     init(socket: ConnectionSocket, backend: any ExecBackend, slots: SessionSlots, limits: ExecServer.Limits,
          log: @escaping @Sendable (String) -> Void) {
@@ -98,12 +111,18 @@ final class ExecConnection: Sendable {
             reader.awaitClientClose(seconds: limits.closeGraceSeconds)
             return
         }
+        pump(handle, &reader, &outcome)
+    }
 
+    /// Client frames → the session until it exits (then up to the close grace for the client's
+    /// close) or the client leaves (then the session is cancelled).
+    private func pump(_ handle: any ExecSessionHandle, _ reader: inout InboundReader, _ outcome: inout String) {
         var closeDeadline: Double?
         while true {
+            flushOutbox(handle)
             let exit = exitStatus.withLock { $0 }
             if let exit, closeDeadline == nil {
-                outcome = "exit=\(exit.code)" + (exit.error.isEmpty ? "" : " error=\(exit.error)")
+                outcome = Self.describe(exit)
                 closeDeadline = monotonicSeconds() + limits.closeGraceSeconds
             }
             let running = exit == nil
@@ -122,15 +141,15 @@ final class ExecConnection: Sendable {
             case .message(.pong):
                 continue
             case .message(.close(let code, _)):
-                _ = endIfRunning(handle, &outcome, "client closed the WebSocket")
+                endIfRunning(handle, &outcome, "client closed the WebSocket")
                 socket.echoClose(code: code)
                 return
             case .violation(let v):
-                _ = endIfRunning(handle, &outcome, "client protocol error: \(v.reason)")
+                endIfRunning(handle, &outcome, "client protocol error: \(v.reason)")
                 socket.sendFinal([], closeCode: v.code, reason: v.reason)
                 return
             case .eof:
-                _ = endIfRunning(handle, &outcome, "client disconnected")
+                endIfRunning(handle, &outcome, "client disconnected")
                 return
             case .woken:
                 continue
@@ -140,12 +159,18 @@ final class ExecConnection: Sendable {
         }
     }
 
-    /// Cancels the session unless it already exited. True when it was still running.
-    private func endIfRunning(_ handle: any ExecSessionHandle, _ outcome: inout String, _ why: String) -> Bool {
-        guard exitStatus.withLock({ $0 }) == nil else { return false }
-        handle.cancel()
-        outcome = "cancelled (\(why))"
-        return true
+    /// The client is done: cancels the session unless it already exited, and records which happened.
+    private func endIfRunning(_ handle: any ExecSessionHandle, _ outcome: inout String, _ why: String) {
+        if let exit = exitStatus.withLock({ $0 }) {
+            outcome = Self.describe(exit)
+        } else {
+            handle.cancel()
+            outcome = "cancelled (\(why))"
+        }
+    }
+
+    private static func describe(_ exit: ExitStatus) -> String {
+        "exit=\(exit.code)" + (exit.error.isEmpty ? "" : " error=\(exit.error)")
     }
 
     /// Waits for the first data message, answering pings. Nil when the client left, broke the
@@ -182,20 +207,48 @@ final class ExecConnection: Sendable {
         }
     }
 
-    /// Backend events, on the backend's thread: output as binary frames; the exit as an optional
-    /// `Error:` line, `{"exitCode":N}` and a normal close, then a wake-up for the connection thread.
+    /// Backend events, on the backend's thread: queued, then the connection thread is woken.
     private func deliver(_ event: ExecEvent) {
-        switch event {
-        case .output(_, let bytes):
-            if !bytes.isEmpty { socket.send(.binary, bytes) }
-        case .exit(let status):
-            var frames: [(WebSocketOpcode, [UInt8])] = []
-            if !status.error.isEmpty { frames.append((.binary, Array("Error: \(status.error)\r\n".utf8))) }
-            frames.append((.text, exitCodeMessage(status.code)))
-            exitStatus.withLock { $0 = status }
-            socket.sendFinal(frames, closeCode: WebSocketCloseCode.normal, reason: "")
-            socket.wake()
+        let queued = outbox.withLock { o -> Bool in
+            if o.overflowed { return false }
+            if case .output(_, let bytes) = event { o.bytes += bytes.count }
+            o.events.append(event)
+            if o.bytes > Self.maxBacklog { o.overflowed = true }
+            return true
         }
+        if queued { socket.wake() }
+    }
+
+    /// On the connection thread: output as binary frames; the exit as an optional `Error:` line,
+    /// `{"exitCode":N}` and a normal close. A client more than `maxBacklog` behind loses its
+    /// session (cancelled, exit 255 with the reason).
+    private func flushOutbox(_ handle: any ExecSessionHandle) {
+        let (events, overflowed) = outbox.withLock { o -> ([ExecEvent], Bool) in
+            defer { o.events.removeAll(); o.bytes = 0 }
+            return (o.events, o.overflowed)
+        }
+        for event in events {
+            switch event {
+            case .output(_, let bytes):
+                if !bytes.isEmpty { socket.send(.binary, bytes) }
+            case .exit(let status):
+                finish(status)
+                return
+            }
+        }
+        if overflowed && exitStatus.withLock({ $0 }) == nil {
+            handle.cancel()
+            finish(ExitStatus(code: 255, error: "more than \(Self.maxBacklog >> 20) MiB of output waited for this client; "
+                                  + "the session was cancelled (read the WebSocket faster)"))
+        }
+    }
+
+    private func finish(_ status: ExitStatus) {
+        var frames: [(WebSocketOpcode, [UInt8])] = []
+        if !status.error.isEmpty { frames.append((.binary, Array("Error: \(status.error)\r\n".utf8))) }
+        frames.append((.text, exitCodeMessage(status.code)))
+        exitStatus.withLock { $0 = status }
+        socket.sendFinal(frames, closeCode: WebSocketCloseCode.normal, reason: "")
     }
 
     private func exitCodeMessage(_ code: Int32) -> [UInt8] {
