@@ -49,6 +49,11 @@ public enum FrameKind: UInt8, Sendable {
     case resize = 13
     /// H: `SignalRequest` to the session's process group.
     case signal = 14
+    /// H: stop reading the session's output (its reader is behind); the process then blocks on
+    /// a full pipe. Empty payload. Per session, so one slow reader never stalls the others.
+    case pauseOutput = 15
+    /// H: read the session's output again. Empty payload.
+    case resumeOutput = 16
     /// A: `Output` (fd 1 or 2, bytes).
     case output = 20
     /// A: `ExitStatus`; the last frame of a session.

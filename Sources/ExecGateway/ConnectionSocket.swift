@@ -12,10 +12,12 @@ final class ConnectionSocket: Sendable {
     private let fd: Int32
     private let wakeRead: Int32
     private let state: Mutex<State>
+    /// The wake-up pipe's write end (nil once closed), apart from `state`: waking must never wait
+    /// behind a write blocked on a client that does not read.
+    private let wakeWrite: Mutex<Int32?>
 
     private struct State {
         var open = true
-        var wakeWrite: Int32
         /// A close frame has been sent: RFC 6455 allows no more data frames after it.
         var closeSent = false
         /// A write failed or timed out; the client is treated as gone.
@@ -37,7 +39,8 @@ final class ConnectionSocket: Sendable {
         guard let wake = makeWakePair() else { Glibc.close(fd); return nil }
         self.fd = fd
         wakeRead = wake.read
-        state = Mutex(State(wakeWrite: wake.write))
+        state = Mutex(State())
+        wakeWrite = Mutex(wake.write)
         var tv = timeval(tv_sec: Self.sendTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
@@ -127,10 +130,10 @@ final class ConnectionSocket: Sendable {
 
     /// Interrupts the connection thread's `read` (it returns `.woken`).
     func wake() {
-        state.withLock { s in
-            guard s.open else { return }
+        wakeWrite.withLock { w in
+            guard let w else { return }
             var b: UInt8 = 1
-            _ = Glibc.write(s.wakeWrite, &b, 1)
+            _ = Glibc.write(w, &b, 1)
         }
     }
 
@@ -171,7 +174,10 @@ final class ConnectionSocket: Sendable {
             s.open = false
             Glibc.close(fd)
             Glibc.close(wakeRead)
-            Glibc.close(s.wakeWrite)
+        }
+        wakeWrite.withLock { w in
+            if let fd = w { Glibc.close(fd) }
+            w = nil
         }
     }
 

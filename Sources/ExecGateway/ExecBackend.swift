@@ -43,6 +43,15 @@ public protocol ExecSessionHandle: AnyObject, Sendable {
     func resize(rows: UInt32, cols: UInt32)
     /// The client went away: kill the process group; no more events after this returns.
     func cancel()
+    /// The client is behind: stop producing output until `resumeOutput` (the process blocks on
+    /// its full pipe). Called from the connection thread.
+    func pauseOutput()
+    func resumeOutput()
+}
+
+extension ExecSessionHandle {
+    public func pauseOutput() {}
+    public func resumeOutput() {}
 }
 
 /// Runs exec sessions for the gateway.

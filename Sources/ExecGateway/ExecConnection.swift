@@ -22,9 +22,17 @@ final class ExecConnection: Sendable {
         var bytes = 0
         /// More than `maxBacklog` bytes of output waited for a client that does not read.
         var overflowed = false
+        /// The session (once `open` returned) and whether its output is paused.
+        var handle: (any ExecSessionHandle)?
+        var paused = false
     }
 
-    /// Output allowed to wait for a slow client before the session is cancelled.
+    /// Output waiting for the client above which the session's output is paused (flow control
+    /// per session: the process blocks on its pipe, other sessions on the link go on), and
+    /// below which it resumes.
+    static let pauseBacklog = 4 << 20
+    static let resumeBacklog = 1 << 20
+    /// Output allowed to wait before the session is cancelled (a backend ignoring pauses).
     static let maxBacklog = 64 << 20
 
     init(socket: ConnectionSocket, backend: any ExecBackend, slots: SessionSlots, limits: ExecServer.Limits,
@@ -111,6 +119,7 @@ final class ExecConnection: Sendable {
             reader.awaitClientClose(seconds: limits.closeGraceSeconds)
             return
         }
+        outbox.withLock { $0.handle = handle }
         pump(handle, &reader, &outcome)
     }
 
@@ -209,13 +218,16 @@ final class ExecConnection: Sendable {
 
     /// Backend events, on the backend's thread: queued, then the connection thread is woken.
     private func deliver(_ event: ExecEvent) {
-        let queued = outbox.withLock { o -> Bool in
-            if o.overflowed { return false }
+        let (queued, pause) = outbox.withLock { o -> (Bool, (any ExecSessionHandle)?) in
+            if o.overflowed { return (false, nil) }
             if case .output(_, let bytes) = event { o.bytes += bytes.count }
             o.events.append(event)
             if o.bytes > Self.maxBacklog { o.overflowed = true }
-            return true
+            guard o.bytes > Self.pauseBacklog, !o.paused, let h = o.handle else { return (true, nil) }
+            o.paused = true
+            return (true, h)
         }
+        pause?.pauseOutput()
         if queued { socket.wake() }
     }
 
@@ -236,6 +248,12 @@ final class ExecConnection: Sendable {
                 return
             }
         }
+        let resume = outbox.withLock { o -> Bool in
+            guard o.paused, o.bytes < Self.resumeBacklog else { return false }
+            o.paused = false
+            return true
+        }
+        if resume { handle.resumeOutput() }
         if overflowed && exitStatus.withLock({ $0 }) == nil {
             handle.cancel()
             finish(ExitStatus(code: 255, error: "more than \(Self.maxBacklog >> 20) MiB of output waited for this client; "

@@ -28,6 +28,10 @@ extension Agent {
             }
             session.inputCloseRequested = true
             flushSessionInput(session)
+        case .pauseOutput:
+            link.sessions[frame.stream]?.outputPaused = true
+        case .resumeOutput:
+            link.sessions[frame.stream]?.outputPaused = false
         case .resize:
             guard let session = link.sessions[frame.stream], session.isTTY else { return }
             do {

@@ -60,7 +60,7 @@ final class Agent {
                 let stdinBacklog = link.sessions.values.contains { $0.pendingInput.count > Link.backpressureLimit }
                 watch(link.fd, (stdinBacklog ? 0 : POLLIN) | (link.outgoing.isEmpty ? 0 : POLLOUT), .link(link))
                 for session in link.sessions.values {
-                    if !link.isBackpressured {
+                    if !link.isBackpressured && !session.outputPaused {
                         if session.output >= 0 { watch(session.output, POLLIN, .sessionOutput(link, session, fd: 1)) }
                         if session.errorOutput >= 0 { watch(session.errorOutput, POLLIN, .sessionOutput(link, session, fd: 2)) }
                     }
@@ -112,7 +112,7 @@ final class Agent {
         for link in links where !link.closed {
             for session in link.sessions.values {
                 if let t = session.timeoutAt, !session.timedOut, !session.reaped { nearest = min(nearest, t) }
-                if session.reaped && session.outputOpen && !link.isBackpressured {
+                if session.reaped && session.outputOpen && !link.isBackpressured && !session.outputPaused {
                     nearest = min(nearest, session.reapedAt + Agent.outputGraceMilliseconds)
                 }
             }
@@ -130,7 +130,7 @@ final class Agent {
                     session.signalGroup(SIGKILL)
                     log("exec \(session.argv0) (stream \(session.stream)) timed out; killed")
                 }
-                if session.reaped && session.outputOpen && !link.isBackpressured
+                if session.reaped && session.outputOpen && !link.isBackpressured && !session.outputPaused
                     && now >= session.reapedAt + Agent.outputGraceMilliseconds {
                     finishSession(link, session, force: true)
                 }

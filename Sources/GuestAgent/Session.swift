@@ -21,6 +21,8 @@ final class Session {
     /// When the process group gets SIGKILL and the exit code becomes 124 (monotonic ms).
     var timeoutAt: Int64?
     var timedOut = false
+    /// The host's reader is behind (`pauseOutput`): the output fds are not read until `resumeOutput`.
+    var outputPaused = false
     /// The wait status once the child was reaped.
     var waitStatus: Int32?
     var reapedAt: Int64 = 0

@@ -49,6 +49,13 @@ final class FakeExecBackend: ExecBackend, @unchecked Sendable {
 /// - `stderr`: prints `oops` on fd 2, exits 3.
 /// - anything else: not found (error + 127).
 final class FakeSession: ExecSessionHandle, @unchecked Sendable {
+    /// The longest single `events` call of each `flood` session (seconds): the gateway must
+    /// never block the backend's thread on a slow client.
+    static let floodLongestCall = LockedList<Double>()
+    /// Pause/resume calls seen by `flood` sessions.
+    static let flowControl = LockedList<String>()
+    private var paused = false
+
     private enum Input { case stdin([UInt8]), closeStdin, resize(UInt32, UInt32) }
 
     private let cond = NSCondition()
@@ -73,6 +80,8 @@ final class FakeSession: ExecSessionHandle, @unchecked Sendable {
     func sendStdin(_ bytes: [UInt8]) { push(.stdin(bytes)) }
     func closeStdin() { push(.closeStdin) }
     func resize(rows: UInt32, cols: UInt32) { push(.resize(rows, cols)) }
+    func pauseOutput() { FakeSession.flowControl.append("pause"); cond.withLock { paused = true } }
+    func resumeOutput() { FakeSession.flowControl.append("resume"); cond.withLock { paused = false; cond.broadcast() } }
 
     func cancel() {
         onCancel()
@@ -140,8 +149,32 @@ final class FakeSession: ExecSessionHandle, @unchecked Sendable {
         case "stderr":
             output("oops\n", fd: 2)
             exit(3)
+        case "flood":
+            // N MiB as fast as the gateway takes it, honouring pauses, stopping when cancelled.
+            let mib = Int(args.first ?? "1") ?? 1
+            let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 64 << 10)
+            var longest = 0.0
+            for _ in 0..<(mib * 16) {
+                let go = cond.withLock {
+                    while paused && !cancelled { _ = cond.wait(until: Date().addingTimeInterval(30)) }
+                    return !cancelled
+                }
+                guard go else { break }
+                let t0 = Date()
+                events(.output(fd: 1, bytes: chunk))
+                longest = max(longest, Date().timeIntervalSince(t0))
+            }
+            FakeSession.floodLongestCall.append(longest)
+            if !isCancelled { exit(0) }
         default:
             exit(127, error: "executable file not found in $PATH: \(command[0])")
         }
     }
+}
+
+final class LockedList<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [T] = []
+    func append(_ x: T) { lock.withLock { items.append(x) } }
+    var all: [T] { lock.withLock { items } }
 }

@@ -247,4 +247,24 @@ struct SessionTests {
         #expect(access(h.path, F_OK) != 0, "stop() removes the socket file")
         #expect(throws: (any Error).self) { try WebSocketTestClient(path: h.path) }
     }
+
+    @Test("flow control: a client that stops reading pauses its session's output, never the backend's thread; reading resumes it")
+    func slowClientPausesOutput() throws {
+        let h = try GatewayHarness()
+        defer { h.stop() }
+        let before = FakeSession.floodLongestCall.all.count
+        let c = try WebSocketTestClient.session(h.path, request: #"{"command":["flood","48"]}"#)
+        // The client reads nothing: the gateway pauses the session after a few MiB.
+        #expect(GatewayHarness.eventually(10) { FakeSession.flowControl.all.contains("pause") })
+        usleep(300_000)
+        #expect(FakeSession.floodLongestCall.all.count == before, "the flood must be held by the pause")
+        // Now it reads: output resumes and everything arrives, then the exit.
+        let frames = try c.readUntilClose()
+        let bytes = frames.filter { $0.opcode == 2 }.reduce(0) { $0 + $1.payload.count }
+        #expect(bytes == 48 << 20)
+        #expect(frames.filter { $0.opcode == 1 }.map(\.text) == [Self.exit0])
+        #expect(FakeSession.flowControl.all.contains("resume"))
+        #expect((FakeSession.floodLongestCall.all.last ?? 99) < 1, "an events call blocked the backend's thread")
+        #expect(h.backend.cancels == 0)
+    }
 }

@@ -193,3 +193,30 @@ import Testing
 extension String {
     var trimmingSpaces: String { String(self.filter { !$0.isWhitespace }) }
 }
+
+/// Per-session output flow control: `pauseOutput` stops reading one session's output (its
+/// process then blocks on the full pipe) while other sessions on the link go on.
+@Suite struct FlowControlTests {
+    @Test func pausedOutputHoldsOneSessionAndResumeDeliversTheRest() throws {
+        let agent = try AgentProcess(label: "flow")
+        defer { agent.finish() }
+        let client = try agent.connect()
+        _ = try client.hello()
+        try client.start(1, ExecStart(command: ["sh", "-c", "head -c 4000000 /dev/zero | tr '\\0' a; echo end"]))
+        try client.send(.pauseOutput, stream: 1)
+        // Whatever was read before the pause arrives; then nothing more while paused.
+        _ = try client.pump(0.5) { false }
+        let heldAt = client.sessions[1]?.stdout.count ?? 0
+        #expect(heldAt < 4_000_000)
+        // Another session on the same link is not held up.
+        let other = try client.run(ExecStart(command: ["echo", "independent"]), stream: 2)
+        #expect(other.stdoutText == "independent\n")
+        _ = try client.pump(0.3) { false }
+        #expect((client.sessions[1]?.stdout.count ?? 0) == heldAt)
+        #expect(client.sessions[1]?.exit == nil)
+        try client.send(.resumeOutput, stream: 1)
+        let done = try client.waitExit(1)
+        #expect(done.exit?.code == 0)
+        #expect(done.stdout.count == 4_000_004)
+    }
+}

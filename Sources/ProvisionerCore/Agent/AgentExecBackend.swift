@@ -83,4 +83,8 @@ final class AgentExecSession: ExecSessionHandle, @unchecked Sendable {
     }
 
     func cancel() { link.cancelSession(stream) }
+
+    func pauseOutput() { try? link.send(Frame(.pauseOutput, stream: stream)) }
+
+    func resumeOutput() { try? link.send(Frame(.resumeOutput, stream: stream)) }
 }
