@@ -54,7 +54,8 @@ import Glibc
         #expect(memory["hotplug_method"] as? String == "VirtioMem")
         let disks = try #require(j["disks"] as? [[String: Any]])
         #expect(disks.count == 4)
-        #expect(disks.allSatisfy { Set($0.keys) == ["path", "readonly", "id"] })
+        #expect(disks.allSatisfy { Set($0.keys) == ["path", "readonly", "id", "serial"] })
+        #expect(disks.map { $0["serial"] as? String } == disks.map { $0["id"] as? String })   // short ids are their own serial
         #expect(disks[1]["readonly"] as? Bool == false)
         #expect(j["console"] as? [String: String] == ["mode": "Off"])
         #expect(j["serial"] as? [String: String] == ["mode": "File", "file": "/g/logs/app.log"])

@@ -169,7 +169,8 @@ struct DriverStandInTests {
         #expect(added.config.disks?.contains { $0.id == "vol-abc" && $0.path == volume && $0.readonly == false } == true)
         #expect(added.deviceTree?["vol-abc"] != nil)
         let body = try #require(box.requests().first { $0.endpoint == "vm.add-disk" })
-        #expect(body.status == 200 && Set(body.json?.keys.map { $0 } ?? []) == ["path", "readonly", "id"])
+        #expect(body.status == 200 && Set(body.json?.keys.map { $0 } ?? []) == ["path", "readonly", "id", "serial"])
+        #expect(body.json?["serial"] as? String == "vol-abc")
 
         let duplicate = statusOf(vmmError { () throws(VMMError) in try vm.addDisk(DiskSpec(id: "vol-abc", path: volume, readonly: true)) })
         #expect(duplicate?.0 == 500)

@@ -41,7 +41,11 @@ import VMM
         #expect(!a.contains("-no-shutdown"), "a guest power-off must end QEMU")
         #expect(Self.values(a, "-pidfile") == ["/run/hm/inst1/qemu.pid"])
         #expect(Self.values(a, "-qmp") == ["unix:/run/hm/inst1/qmp.sock,server=on,wait=off"])
-        #expect(Self.values(a, "-chardev") == ["file,id=hm-ser0,path=/g/logs/app.log,append=on"])
+        #expect(Self.values(a, "-chardev") == ["file,id=hm-ser0,path=/g/logs/app.log,append=on",
+                                               "socket,id=hm-agent,path=/run/hm/inst1/agent.sock,server=on,wait=off"])
+        // The guest agent's virtio-serial port, named as the agent looks for it, at a fixed slot.
+        #expect(Self.values(a, "-device").contains("virtio-serial-pci,id=hm-vser0,bus=pcie.0,addr=0x5,max_ports=2"))
+        #expect(Self.values(a, "-device").contains("virtserialport,bus=hm-vser0.0,chardev=hm-agent,name=hypeman.agent"))
         #expect(Self.values(a, "-serial") == ["chardev:hm-ser0"])
         #expect(Self.values(a, "-kernel") == ["/k/vmlinux"])
         #expect(Self.values(a, "-initrd") == ["/k/initrd"])
@@ -152,7 +156,8 @@ import VMM
         s.runDir = "/run/a,b"
         let a = Self.build(s)
         #expect(Self.values(a, "-blockdev").first == "driver=file,node-name=f-vol-a,filename=/d/a,,b.raw,read-only=off")
-        #expect(Self.values(a, "-chardev") == ["file,id=hm-ser0,path=/g/x,,y/app.log,append=on"])
+        #expect(Self.values(a, "-chardev") == ["file,id=hm-ser0,path=/g/x,,y/app.log,append=on",
+                                               "socket,id=hm-agent,path=/run/a,,b/agent.sock,server=on,wait=off"])
         #expect(Self.values(a, "-qmp") == ["unix:/run/a,,b/qmp.sock,server=on,wait=off"])
         #expect(Self.values(a, "-pidfile") == ["/run/a,b/qemu.pid"])  // a plain argument: no escaping
     }
@@ -218,5 +223,13 @@ import VMM
         #expect(QEMUVM.runState(forQMPStatus: "running") == .running)
         for s in ["paused", "prelaunch", "inmigrate", "postmigrate", "finish-migrate"] { #expect(QEMUVM.runState(forQMPStatus: s) == .paused) }
         for s in ["shutdown", "guest-panicked"] { #expect(QEMUVM.runState(forQMPStatus: s) == .shutdown) }
+    }
+
+    @Test func diskSerialsAreTheSanitisedIdCutTo20Bytes() {
+        #expect(DiskSpec.serial(forID: "vol-abc") == "vol-abc")
+        #expect(DiskSpec.serial(forID: "vol-h8ymwwud0vqa8dgu8hkm5j6") == "vol-h8ymwwud0vqa8dgu")
+        #expect(DiskSpec.serial(forID: "a b/c,d:é") == "abcd")
+        let a = Self.build(Self.spec(disks: [DiskSpec(id: "vol-h8ymwwud0vqa8dgu8hkm5j6", path: "/v.raw", readonly: false)]))
+        #expect(Self.values(a, "-device").contains { $0.contains("serial=vol-h8ymwwud0vqa8dgu,") })
     }
 }
