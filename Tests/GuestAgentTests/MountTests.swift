@@ -42,6 +42,11 @@ private final class MountLab {
     }
 }
 
+/// Suites that touch host mounts run one after another: `unshare -m` (VirtioPortTests) copies
+/// the mount table, and a copied mount keeps a loop device's filesystem busy for MountTests.
+@Suite(.serialized) struct HostMountSuites {}
+
+extension HostMountSuites {
 @Suite(.serialized, .enabled(if: LoopDisk.available, LoopDisk.skipReason))
 struct MountTests {
     @Test func readWriteMountIsBusyWhileInUseThenUnmounts() throws {
@@ -172,4 +177,5 @@ struct MountTests {
         #expect(unmounted.ok, "\(unmounted.message)")
         #expect(!HostMounts.isMountPoint(inside))
     }
+}
 }

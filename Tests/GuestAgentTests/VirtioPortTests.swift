@@ -5,6 +5,7 @@ import Testing
 /// The virtio-serial link without a VM: the agent runs in its own mount namespace with a fake
 /// /sys/class (virtio-ports/<entry>/name) bind-mounted over the real one, and `--dev` points
 /// `<entry>` at a raw-mode pty slave. The test holds the master: closing it is a host hangup.
+extension HostMountSuites {
 @Suite(.enabled(if: getuid() == 0 && access("/usr/bin/unshare", X_OK) == 0,
                 "needs root and unshare to fake /sys/class/virtio-ports in a private mount namespace"))
 struct VirtioPortTests {
@@ -73,4 +74,5 @@ struct VirtioPortTests {
         let used = cpuTicks(agent.pid) - before
         #expect(used < 20, "the agent used \(used) ticks in 1 s while no host was connected")
     }
+}
 }
