@@ -35,7 +35,7 @@ public struct ProvisionerConfig: Sendable {
     /// `hypeman-agent` beside this executable). nil when absent: guests then boot without exec,
     /// live volumes or readiness, and the Provisioner says so at start.
     public var agentBinary: String?
-    /// AGENT_READY_TIMEOUT: how long create/start/restore wait for the guest agent's hello before
+    /// AGENT_READY_TIMEOUT: how long create and start wait for the guest agent's hello before
     /// answering with the instance still `Initializing` (it turns `Running` when the agent answers).
     public var agentReadyTimeout: Double = 60
     /// EXEC_SOCKET: the Unix socket nginx proxies `GET /instances/{id}/exec` WebSockets to.

@@ -349,12 +349,14 @@ public final class InstanceManager: @unchecked Sendable {
         }
         setVM(inst.id, vm)
         try? FileManager.default.removeItem(atPath: snap)
-        inst.state = agentEnabled(inst) ? .initializing : .running
+        // Running at once: standby needs Running, so the agent frozen in the snapshot had answered
+        // and goes on where it was. Its link reconnects in the background (exec waits for it).
+        inst.state = .running
         inst.hasSnapshot = false
         inst.vmmPID = Int(vm.pid)
         inst.startedAt = Timestamp.now()
         try store.updateInstanceRuntime(inst)
-        awaitAgent(&inst, driver: driver, spec: vmSpec, store: store)
+        if agentEnabled(inst), let channel = driver.agentChannel(vmSpec) { agents.connect(inst.id, channel: channel) }
     }
 
     /// Delete from any state: the VMM is killed, then the directory and the row go.
@@ -409,7 +411,10 @@ public final class InstanceManager: @unchecked Sendable {
             do {
                 switch try vm.state() {
                 case .created: observed = .created
-                case .running: observed = agentEnabled(inst) && !agents.isReady(inst.id) ? .initializing : .running
+                // Initializing lasts until the agent first answers; a link that is briefly down
+                // (after a restore, a Provisioner restart) does not make a Running instance go back.
+                case .running:
+                    observed = inst.state == .initializing && agentEnabled(inst) && !agents.isReady(inst.id) ? .initializing : .running
                 case .paused: observed = .paused
                 case .shutdown: observed = .shutdown
                 }
@@ -454,7 +459,9 @@ public final class InstanceManager: @unchecked Sendable {
                 inst.state = (try? vm.state()).map { s in
                     switch s {
                     case .created: .created
-                    case .running: agentEnabled(inst) ? .initializing : .running
+                    // A Running instance stays Running while its link reconnects; one that was
+                    // still booting stays Initializing until its agent answers.
+                    case .running: agentEnabled(inst) && inst.state != .running ? .initializing : .running
                     case .paused: .paused
                     case .shutdown: .shutdown
                     }
