@@ -261,12 +261,30 @@ class Stack:
     def image(self, repo_tag: str) -> str:
         return f"{self.registry.hostport}/{repo_tag}"
 
+    def kill_vmms(self) -> None:
+        mark = str(self.dir) + "/"
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if mark in cmd and int(p.name) != os.getpid():
+                try:
+                    os.kill(int(p.name), signal.SIGKILL)
+                except OSError:
+                    pass
+
     def stop(self) -> dict:
         codes = {}
         for name in list(self.procs):
             codes[name] = self.stop_process(name)
         if self.registry:
             self.registry.stop()
+        # VMMs outlive the Provisioner by design; the test stack owns its data dir, so any VMM
+        # still running from it (a test that failed before deleting its instance) goes too.
+        self.kill_vmms()
         if not self.keep and not os.environ.get("HYPEMAN_KEEP_TEST_DIRS"):
             shutil.rmtree(self.dir, ignore_errors=True)
         return codes

@@ -240,10 +240,13 @@ def test_sdk_lifecycle(stack, client, image):
     assert inst.state == "Running"
     deadline = time.time() + BOOT_TIMEOUT
     seen = []
-    for line in client.instances.logs(inst.id, follow=True, tail=50):
-        seen.append(line)
-        if line == "count 1" or time.time() > deadline:
-            break
+    # Closed explicitly: a followed stream left to the garbage collector can be closed inside
+    # httpcore's pool lock during a later request, which deadlocks the client.
+    with client.instances.logs(inst.id, follow=True, tail=50) as stream:
+        for line in stream:
+            seen.append(line)
+            if line == "count 1" or time.time() > deadline:
+                break
     assert "count 1" in seen
     assert client.instances.standby(inst.id).state == "Standby"
     assert client.instances.restore(inst.id).state == "Running"

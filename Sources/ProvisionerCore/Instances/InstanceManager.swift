@@ -466,7 +466,7 @@ public final class InstanceManager: @unchecked Sendable {
                     case .shutdown: .shutdown
                     }
                 } ?? .unknown
-                if inst.state == .initializing { reconnectAgent(inst) }
+                if inst.state == .initializing || inst.state == .running { reconnectAgent(inst) }
                 Self.killOrphans(in: dir(inst.id), keep: [Int32(pid)])
                 log.info("adopted a running VMM", ["instance_id": inst.id, "pid": String(pid)])
             } else {
