@@ -56,8 +56,9 @@ public final class APIHandler: RequestHandler {
 
     /// Sends an already serialised JSON document.
     func send(_ ex: any Exchange, status: Int, _ json: [UInt8], headers: [(String, String)] = []) {
-        ex.respond(status: status, headers: [("Content-Type", "application/json"), ("Content-Length", String(json.count))] + headers,
-                   body: json)
+        var all = [("Content-Type", "application/json"), ("Content-Length", String(json.count))]
+        if !headers.isEmpty { all += headers }
+        ex.respond(status: status, headers: all, body: json)
     }
 
     func sendNoContent(_ ex: any Exchange, status: Int = 204) {

@@ -4,20 +4,29 @@ import FastCGI
 /// `/images/docker.io%2Flibrary%2Falpine:latest` has two segments.
 func pathSegments(_ rawPath: String) -> [String]? {
     var out: [String] = []
-    for seg in rawPath.split(separator: "/", omittingEmptySubsequences: true) {
-        guard let d = percentDecode(String(seg)) else { return nil }
-        out.append(d)
+    for seg in rawPath.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+        if seg.contains(UInt8(ascii: "%")) {
+            guard let d = percentDecode(seg) else { return nil }
+            out.append(d)
+        } else {
+            out.append(String(Substring(seg)))
+        }
     }
     return out
 }
 
 /// Percent-decodes; nil on a malformed escape or invalid UTF-8.
 func percentDecode(_ s: String, plusAsSpace: Bool = false) -> String? {
+    percentDecode(s.utf8[...], plusAsSpace: plusAsSpace)
+}
+
+func percentDecode(_ s: Substring.UTF8View, plusAsSpace: Bool = false) -> String? {
     var bytes: [UInt8] = []
-    var it = Array(s.utf8)[...]
+    bytes.reserveCapacity(s.count)
+    var it = s[...]
     while let c = it.popFirst() {
         if c == UInt8(ascii: "%") {
-            guard it.count >= 2, let h = hexValue(it[it.startIndex]), let l = hexValue(it[it.startIndex + 1]) else { return nil }
+            guard it.count >= 2, let h = hexValue(it[it.startIndex]), let l = hexValue(it[it.index(after: it.startIndex)]) else { return nil }
             bytes.append(h << 4 | l)
             it = it.dropFirst(2)
         } else if plusAsSpace && c == UInt8(ascii: "+") {
@@ -52,22 +61,48 @@ func parseQuery(_ q: String) -> [String: String] {
 /// One route: the method and a pattern of literal segments and `{param}` captures. A trailing
 /// `{name*}` captures the rest of the path joined by `/` (image references).
 struct Route: Sendable {
+    enum Part: Sendable {
+        case literal(String)
+        case param(String)
+        case rest(String)
+    }
+
     let method: String
-    let pattern: [String]
+    let parts: [Part]
     let handler: @Sendable (APIHandler, Request, any Exchange, [String: String]) throws -> Void
 
-    func match(_ segs: [String]) -> [String: String]? {
-        var params: [String: String] = [:]
-        for (i, p) in pattern.enumerated() {
-            if p.hasPrefix("{") && p.hasSuffix("*}") {
-                guard i < segs.count else { return nil }
-                params[String(p.dropFirst().dropLast(2))] = segs[i...].joined(separator: "/")
-                return params
-            }
-            guard i < segs.count else { return nil }
-            if p.hasPrefix("{") { params[String(p.dropFirst().dropLast())] = segs[i] } else if p != segs[i] { return nil }
+    init(method: String, pattern: String,
+         handler: @escaping @Sendable (APIHandler, Request, any Exchange, [String: String]) throws -> Void) {
+        self.method = method
+        self.handler = handler
+        parts = pattern.split(separator: "/").map { p in
+            if p.hasPrefix("{") && p.hasSuffix("*}") { return .rest(String(p.dropFirst().dropLast(2))) }
+            if p.hasPrefix("{") { return .param(String(p.dropFirst().dropLast())) }
+            return .literal(String(p))
         }
-        return segs.count == pattern.count ? params : nil
+    }
+
+    /// The captures when `segs` matches; the literals are checked before any capture is stored.
+    func match(_ segs: [String]) -> [String: String]? {
+        var rest = false
+        for (i, p) in parts.enumerated() {
+            switch p {
+            case .literal(let l): if i >= segs.count || l != segs[i] { return nil }
+            case .param: if i >= segs.count { return nil }
+            case .rest: if i >= segs.count { return nil }; rest = true
+            }
+            if rest { break }
+        }
+        if !rest && segs.count != parts.count { return nil }
+        var params: [String: String] = [:]
+        for (i, p) in parts.enumerated() {
+            switch p {
+            case .literal: continue
+            case .param(let name): params[name] = segs[i]
+            case .rest(let name): params[name] = segs[i...].joined(separator: "/"); return params
+            }
+        }
+        return params
     }
 }
 
@@ -77,7 +112,7 @@ struct Router: Sendable {
 
     mutating func add(_ method: String, _ path: String,
                       _ h: @escaping @Sendable (APIHandler, Request, any Exchange, [String: String]) throws -> Void) {
-        routes.append(Route(method: method, pattern: path.split(separator: "/").map(String.init), handler: h))
+        routes.append(Route(method: method, pattern: path, handler: h))
     }
 
     enum Outcome {

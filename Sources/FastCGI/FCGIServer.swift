@@ -11,6 +11,7 @@ public final class FCGIServer: Sendable {
     public let threads: Int
     let factory: HandlerFactory
     let log: @Sendable (String) -> Void
+    let turns = AcceptTurns()
 
     public init(socketPath: String, threads: Int, log: @escaping @Sendable (String) -> Void, factory: @escaping HandlerFactory) {
         self.socketPath = socketPath
@@ -41,6 +42,17 @@ public final class FCGIServer: Sendable {
         sigaddset(&set, SIGINT)
         pthread_sigmask(SIG_BLOCK, &set, nil)
 
+        // The monitor first: without it a slow request would hold up accepting.
+        var monitor = pthread_t()
+        let monitorRC = pthread_create(&monitor, nil, { raw in
+            guard let raw else { return nil }
+            Unmanaged<AcceptTurns>.fromOpaque(raw).takeRetainedValue().monitor()
+            return nil
+        }, Unmanaged.passRetained(turns).toOpaque())
+        guard monitorRC == 0 else {
+            throw StartError.socket("cannot start the accept monitor thread: \(String(cString: strerror(monitorRC))) — check the process and thread limits")
+        }
+
         var tids: [pthread_t] = []
         for i in 0..<threads {
             let ctx = WorkerContext(server: self, index: i, listenFD: fd)
@@ -61,6 +73,8 @@ public final class FCGIServer: Sendable {
         FCGX_ShutdownPending()
         shutdown(fd, Int32(SHUT_RDWR))
         for t in tids { pthread_join(t, nil) }
+        turns.stop()
+        pthread_join(monitor, nil)
         close(fd)
         unlink(socketPath)
     }
@@ -85,14 +99,49 @@ public final class FCGIServer: Sendable {
         let req = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         defer { req.deallocate() }
         FCGX_InitRequest(req, ctx.listenFD, 0)
-        while FCGX_Accept_r(req) >= 0 {
+        let waiter = AcceptTurns.Waiter()
+        while true {
+            turns.take(waiter)
+            guard FCGX_Accept_r(req) >= 0 else {
+                turns.pass(waiter)
+                break
+            }
+            turns.startHandling(waiter)
             let request = Self.readRequest(req)
             let ex = FCGIExchange(req)
             handler.handle(request, ex)
             ex.finishIfNeeded()
+            Self.skipLingerWhenDrained(req)
             FCGX_Finish_r(req)
+            turns.finishHandling(waiter)
         }
         FCGX_Free(req, 1)
+    }
+
+    /// libfcgi ends every connection with a lingering close: shutdown, then sleep in poll until
+    /// nginx closes its end, reading whatever it still sends, so that unread request bytes never
+    /// make the kernel reset the connection. That sleep and wake-up is paid on every request. When
+    /// the request has been read to its end (the rest of a body is read here, up to 64 KiB) and
+    /// nothing is pending on the socket, nothing can be reset: `FCGX_Detach` then makes
+    /// `FCGX_Finish_r` close at once. Anything else keeps the lingering close.
+    static func skipLingerWhenDrained(_ req: UnsafeMutablePointer<FCGX_Request>) {
+        guard let input = req.pointee.`in`, req.pointee.ipcFd > 0 else { return }
+        let drained: Bool = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 4096) { buf in
+            var budget = 64 * 1024
+            while budget > 0 {
+                let n = FCGX_GetStr(buf.baseAddress, Int32(buf.count), input)
+                if n < Int32(buf.count) { break }
+                budget -= Int(n)
+            }
+            return FCGX_HasSeenEOF(input) == EOF && FCGX_GetError(input) == 0
+        }
+        guard drained else { return }
+        var byte: UInt8 = 0
+        let peeked = recv(req.pointee.ipcFd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        // Nothing queued (EAGAIN), or nginx already closed (0): a plain close is clean.
+        if peeked == 0 || (peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            FCGX_Detach(req)
+        }
     }
 
     static func param(_ req: UnsafeMutablePointer<FCGX_Request>, _ name: String) -> String {

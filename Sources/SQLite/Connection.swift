@@ -53,6 +53,10 @@ public final class Connection {
         }
         try execute("PRAGMA synchronous=NORMAL")
         try execute("PRAGMA foreign_keys=ON")
+        // Text is read as stored (see `Statement.textBytes`), which must be UTF-8 (SQLite's default).
+        if let enc = try queryOne("PRAGMA encoding")?.values.first, enc != .text("UTF-8") {
+            throw SQLiteError(code: SQLITE_MISMATCH, message: "open \(path): database encoding is \(enc), not UTF-8; hypeman only creates UTF-8 databases — restore it from a hypeman-created copy")
+        }
     }
 
     deinit {
@@ -205,10 +209,7 @@ public final class Statement {
     public func string(_ column: Int32) -> String? {
         switch sqlite3_column_type(stmt, column) {
         case SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_NULL: return nil
-        default:
-            let len = Int(sqlite3_column_bytes(stmt, column))
-            guard let p = sqlite3_column_text(stmt, column) else { return "" }
-            return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+        default: return String(decoding: textBytes(column), as: UTF8.self)
         }
     }
 
@@ -217,11 +218,16 @@ public final class Statement {
     public func withText<R>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
         switch sqlite3_column_type(stmt, column) {
         case SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_NULL: return nil
-        default:
-            let len = Int(sqlite3_column_bytes(stmt, column))
-            guard let p = sqlite3_column_text(stmt, column) else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
-            return try body(UnsafeRawBufferPointer(start: p, count: len))
+        default: return try body(textBytes(column))
         }
+    }
+
+    /// The bytes of a text or blob value as stored. `sqlite3_column_text` would first copy a
+    /// value into a NUL-terminated buffer (a malloc per column); the blob accessor hands out the
+    /// same UTF-8 bytes (the connection insists on a UTF-8 database) with their length instead.
+    private func textBytes(_ column: Int32) -> UnsafeRawBufferPointer {
+        let p = sqlite3_column_blob(stmt, column)
+        return UnsafeRawBufferPointer(start: p, count: p == nil ? 0 : Int(sqlite3_column_bytes(stmt, column)))
     }
 
     /// An integer (a real is truncated); nil for NULL, text and blobs (like `Row.int`).
@@ -247,12 +253,7 @@ public final class Statement {
             case SQLITE_FLOAT: values.append(.double(sqlite3_column_double(stmt, i)))
             case SQLITE_NULL: values.append(.null)
             default:
-                let len = Int(sqlite3_column_bytes(stmt, i))
-                if let p = sqlite3_column_text(stmt, i) {
-                    values.append(.text(String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)))
-                } else {
-                    values.append(.text(""))
-                }
+                values.append(.text(String(decoding: textBytes(i), as: UTF8.self)))
             }
         }
         return Row(columns: columns, values: values)

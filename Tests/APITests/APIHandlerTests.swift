@@ -154,6 +154,37 @@ final class Harness {
         #expect(h.call("POST", "/volumes/from-archive?name=v").json?["code"] == "missing_field")
     }
 
+    @Test func instanceJSONIsExact() throws {
+        let h = try Harness()
+        let s = h.handler.store
+        for v in ["va", "vb"] {
+            try s.insertVolume(id: v, name: v, sizeGB: 1, maxTotalGB: 0)
+            try s.setVolumeReady(id: v, sizeGB: 1)
+        }
+        var a = InstanceRecord(id: "ia0000000000000000000001", name: "web", image: "docker.io/library/nginx:alpine", imageDigest: "sha256:x",
+                               state: .created, size: 1 << 30, hotplugSize: 3 << 30, overlaySize: 10 << 30, vcpus: 2,
+                               env: ["PORT": "8080", "Q": "say \"hi\"\n\u{1}/é"], networkEnabled: true, hypervisor: "qemu",
+                               createdAt: "2026-01-01T00:00:00.000000Z",
+                               volumes: [InstanceVolume(volumeID: "vb", mountPath: "/b", readonly: true, overlay: true, overlaySize: 1 << 29),
+                                         InstanceVolume(volumeID: "va", mountPath: "/a", readonly: false, overlay: false, overlaySize: nil)])
+        try s.insertInstance(a, limits: .init())
+        try s.db.run("UPDATE instances SET state = 'Unknown', state_error = 'lost \"it\"', ip = '10.0.0.2', mac = '02:00', started_at = 's' WHERE id = ?", [a.id])
+        a = InstanceRecord(id: "ib0000000000000000000002", name: "off", image: "alpine", imageDigest: "sha256:y", state: .stopped, size: 512 << 20,
+                           hotplugSize: 0, overlaySize: 1 << 30, vcpus: 1, env: [:], networkEnabled: false, hypervisor: nil,
+                           createdAt: "2026-01-02T00:00:00.000000Z", volumes: [])
+        try s.insertInstance(a, limits: .init())
+        try s.db.run("UPDATE instances SET state_error = 'hidden', stopped_at = 't', has_snapshot = 1 WHERE id = ?", [a.id])
+
+        let one = #"{"id":"ia0000000000000000000001","name":"web","image":"docker.io/library/nginx:alpine","state":"Unknown","state_error":"lost \"it\"","size":"1024.0 MB","hotplug_size":"3.0 GB","overlay_size":"10.0 GB","vcpus":2,"env":{"PORT":"8080","Q":"say \"hi\"\n\u0001/é"},"network":{"enabled":true,"name":"default","ip":"10.0.0.2","mac":"02:00"},"volumes":[{"volume_id":"vb","mount_path":"/b","readonly":true,"overlay":true,"overlay_size":"512.0 MB"},{"volume_id":"va","mount_path":"/a","readonly":false}],"hypervisor":"qemu","created_at":"2026-01-01T00:00:00.000000Z","started_at":"s","stopped_at":null,"has_snapshot":false}"#
+        let two = #"{"id":"ib0000000000000000000002","name":"off","image":"alpine","state":"Stopped","state_error":null,"size":"512.0 MB","hotplug_size":"0 B","overlay_size":"1024.0 MB","vcpus":1,"network":{"enabled":false,"ip":null,"mac":null},"created_at":"2026-01-02T00:00:00.000000Z","started_at":null,"stopped_at":"t","has_snapshot":true}"#
+        let g = h.call("GET", "/instances/web")
+        #expect(g.status == 200)
+        #expect(g.headers.first { $0.0 == "Content-Length" }?.1 == String(g.out.count))
+        #expect(String(decoding: g.out, as: UTF8.self) == one)
+        #expect(String(decoding: h.call("GET", "/instances/ib0000000000000000000002").out, as: UTF8.self) == two)
+        #expect(String(decoding: h.call("GET", "/instances").out, as: UTF8.self) == "[" + one + "," + two + "]")
+    }
+
     @Test func logsQueryValidation() throws {
         let h = try Harness()
         let rec = InstanceRecord(id: CUID2.make(), name: "x", image: "i", imageDigest: "d", state: .stopped, size: 1, hotplugSize: 0,

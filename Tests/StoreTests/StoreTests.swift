@@ -65,6 +65,62 @@ func instance(_ name: String, network: Bool = true, volumes: [InstanceVolume] = 
         if case .notFound = try s.resolveInstance("zzzz-nope") {} else { Issue.record("not found") }
     }
 
+    @Test func instanceReadsCarryEveryColumnAndAttachmentsInDeviceOrder() throws {
+        let (s, _) = try tempStore()
+        for v in ["va", "vb", "vc"] {
+            try s.insertVolume(id: v, name: v, sizeGB: 1, maxTotalGB: 0)
+            try s.setVolumeReady(id: v, sizeGB: 1)
+        }
+        // Device order (position) differs from the attachments' key order (volume id).
+        let vols = [InstanceVolume(volumeID: "vc", mountPath: "/c", readonly: true, overlay: true, overlaySize: 1 << 20),
+                    InstanceVolume(volumeID: "va", mountPath: "/a", readonly: false, overlay: false, overlaySize: nil),
+                    InstanceVolume(volumeID: "vb", mountPath: "/b", readonly: true, overlay: false, overlaySize: nil)]
+        var a = instance("a", volumes: vols)
+        a.env = ["Z": "1", "A": "x\"y"]
+        let b = instance("b"), c = instance("c", volumes: [InstanceVolume(volumeID: "vb", mountPath: "/b", readonly: true, overlay: false, overlaySize: nil)])
+        for r in [a, b, c] { try s.insertInstance(r, limits: .init()) }
+        try s.db.run("UPDATE instances SET state = 'Unknown', state_error = 'boom', ip = '10.0.0.2', mac = 'm', vmm_pid = 42, has_snapshot = 1, creating = 0, skip_guest_agent = 1, started_at = 's', stopped_at = 't', hypervisor = 'qemu' WHERE id = ?", [a.id])
+
+        let got = try #require(try s.instance(id: a.id))
+        #expect(got.volumes == vols)
+        #expect(got.env == ["Z": "1", "A": "x\"y"])
+        #expect(got.state == .unknown && got.stateError == "boom" && got.ip == "10.0.0.2" && got.mac == "m")
+        #expect(got.vmmPID == 42 && got.hasSnapshot && !got.creating && got.skipGuestAgent && got.hypervisor == "qemu")
+        #expect(got.startedAt == "s" && got.stoppedAt == "t" && got.createdAt == a.createdAt && got.name == "a")
+        #expect(got.size == a.size && got.hotplugSize == a.hotplugSize && got.overlaySize == a.overlaySize && got.vcpus == a.vcpus)
+        #expect(got.image == a.image && got.imageDigest == a.imageDigest && got.networkEnabled)
+
+        let all = try s.listInstances()
+        #expect(all.map(\.id) == [a.id, b.id, c.id].sorted())
+        #expect(all.first { $0.id == a.id }?.volumes == vols)
+        #expect(all.first { $0.id == b.id }?.volumes == [])
+        #expect(all.first { $0.id == c.id }?.volumes.map(\.volumeID) == ["vb"])
+        if case .found(let r) = try s.resolveInstance("a") { #expect(r.volumes == vols) } else { Issue.record("by name") }
+        if case .found(let r) = try s.resolveInstance(String(c.id.prefix(22))) { #expect(r.volumes.count == 1) } else { Issue.record("prefix") }
+        // A malformed env column reads as no env, as before.
+        try s.db.run("UPDATE instances SET env = '{\"A\":\"1\",\"A\":\"2\"}' WHERE id = ?", [b.id])
+        #expect(try s.instance(id: b.id)?.env == [:])
+    }
+
+    @Test func textColumnsReadAsStored() throws {
+        let (s, _) = try tempStore()
+        try s.db.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
+        let texts = ["", "plain", "é😀中", "a\u{0}b", String(repeating: "long ", count: 2000)]
+        for (i, t) in texts.enumerated() { try s.db.run("INSERT INTO t(k, v) VALUES(?, ?)", [i, t]) }
+        try s.db.run("INSERT INTO t(k, v) VALUES(100, NULL), (101, 42), (102, x'6869')")
+        let st = try s.db.prepare("SELECT v FROM t ORDER BY k")
+        var got: [String?] = []
+        var viaRow: [String?] = []
+        while try st.step() {
+            got.append(st.string(0))
+            viaRow.append(st.row().string("v"))
+            #expect(st.withText(0) { String(decoding: $0, as: UTF8.self) } == st.string(0))
+        }
+        st.reset()
+        #expect(got == texts + [nil, nil, "hi"])
+        #expect(viaRow == got)
+    }
+
     @Test func networkedNamesAreUnique() throws {
         let (s, _) = try tempStore()
         try s.insertInstance(instance("x"), limits: .init())
