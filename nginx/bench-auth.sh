@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures what the njs bearer check costs, with interleaved short wrk runs against a
+# Measures what the bearer check costs, with interleaved short wrk runs against a
 # HYPEMAN_BENCH=1 rendering of the edge config (loopback only).
 #
 #   nginx/bench-auth.sh BASE_URL TOKEN [ROUNDS] [SECONDS] [CONNECTIONS]

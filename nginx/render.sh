@@ -6,7 +6,7 @@
 #
 # Files written (all absolute paths, so they can be included from anywhere):
 #   nginx.conf              standalone main config (load_module, env, pid, temp paths, http {})
-#   hypeman-http.conf       http-context part: upstreams, map, js_import, cache, servers.
+#   hypeman-http.conf       http-context part: upstreams, maps, the Perl auth module, servers.
 #                           This is the file a Debian install links into /etc/nginx/sites-enabled.
 #   hypeman-locations.conf  the locations, shared by the HTTP and the TLS server
 #   hypeman-fastcgi.conf    FastCGI parameters common to every app location
@@ -20,18 +20,17 @@
 #   HYPEMAN_HTTP_LISTEN    default 127.0.0.1:8080; set to "" for no plain-HTTP server
 #   HYPEMAN_HTTPS_LISTEN   default "" (no TLS server); needs HYPEMAN_TLS_CERT, HYPEMAN_TLS_KEY
 #   HYPEMAN_SHARE_DIR      default: the repository root (parent of this script's folder);
-#                          nginx/jwt.js and openapi/openapi.yaml are read from it
+#                          nginx/HypemanAuth.pm and openapi/openapi.yaml are read from it
 #   HYPEMAN_BENCH          0 (default) or 1: add the /_bench/* locations
 #   HYPEMAN_NGINX_WORKERS  worker_processes, default auto
 #   HYPEMAN_ACCESS_LOG     path of an access log; default off
 #   HYPEMAN_MAX_ARCHIVE    body limit of POST /volumes[/from-archive], default 4g
 #   HYPEMAN_MAX_BODY       body limit elsewhere, default 1m
-#   HYPEMAN_NGINX_STATE_DIR  pid file, temp files, the verdict cache and the verifier socket;
-#                          default OUT_DIR
-#   HYPEMAN_AUTH_CACHE     1 (default): a verified token is remembered for up to 30 s (never
-#                          past its exp) in an nginx proxy cache keyed by worker pid + header,
-#                          so njs checks it once per worker instead of on every request.
-#                          0: njs checks every request (js_set). Same rules either way.
+#   HYPEMAN_NGINX_STATE_DIR  pid file and temp files; default OUT_DIR
+#   HYPEMAN_AUTH_CACHE     1 (default): each nginx worker remembers a verified token for up
+#                          to 30 s (never past its exp) in the memory of its Perl interpreter,
+#                          so the signature is checked once per worker instead of on every
+#                          request. 0: every request is verified. Same rules either way.
 #   HYPEMAN_NGINX_USER     optional "user" directive (only meaningful as root; nginx's
 #                          default as root is nobody)
 set -euo pipefail
@@ -89,8 +88,13 @@ fi
 
 share_dir=${HYPEMAN_SHARE_DIR:-$(dirname "$script_dir")}
 absolute HYPEMAN_SHARE_DIR "$share_dir"
-[ -f "$share_dir/nginx/jwt.js" ] || die "$share_dir/nginx/jwt.js not found (set HYPEMAN_SHARE_DIR)"
+[ -f "$share_dir/nginx/HypemanAuth.pm" ] || die "$share_dir/nginx/HypemanAuth.pm not found (set HYPEMAN_SHARE_DIR)"
 openapi="$share_dir/openapi/openapi.yaml"
+# The bearer check runs in nginx's embedded Perl and decodes JSON with JSON::XS.
+[ -f /usr/lib/nginx/modules/ngx_http_perl_module.so ] \
+    || die "nginx's Perl module is missing: apt-get install libnginx-mod-http-perl"
+perl -MJSON::XS -MDigest::SHA -MMIME::Base64 -e 1 2>/dev/null \
+    || die "Perl's JSON::XS is missing: apt-get install libjson-xs-perl"
 
 bench=${HYPEMAN_BENCH:-0}
 case "$bench" in 0 | 1) ;; *) die "HYPEMAN_BENCH must be 0 or 1: '$bench'" ;; esac
@@ -111,10 +115,8 @@ absolute HYPEMAN_NGINX_STATE_DIR "$state_dir"
 
 auth_cache=${HYPEMAN_AUTH_CACHE:-1}
 case "$auth_cache" in 0 | 1) ;; *) die "HYPEMAN_AUTH_CACHE must be 0 or 1: '$auth_cache'" ;; esac
-verify_sock="$state_dir/verify.sock"
 exec_sock=${HYPEMAN_EXEC_SOCKET:-$run_dir/exec.sock}
 check_plain HYPEMAN_EXEC_SOCKET "$exec_sock"
-[ ${#verify_sock} -le 100 ] || die "HYPEMAN_NGINX_STATE_DIR is too long for a Unix socket path: $verify_sock"
 
 nginx_user=${HYPEMAN_NGINX_USER:-}
 if [ -n "$nginx_user" ]; then check_plain HYPEMAN_NGINX_USER "$nginx_user"; fi
@@ -131,7 +133,7 @@ write() { # file: content from stdin, replaced atomically
 # ---------------------------------------------------------------------------------------------
 write hypeman-main.conf <<EOF
 # Main-context lines for hypeman (rendered by nginx/render.sh; do not edit).
-# nginx clears its workers' environment; njs reads the HMAC key from JWT_SECRET.
+# nginx clears its workers' environment; HypemanAuth.pm reads the HMAC key from JWT_SECRET.
 env JWT_SECRET;
 # The bearer-shape map is a regex on every protected request: JIT makes it ~4 us cheaper.
 pcre_jit on;
@@ -156,30 +158,19 @@ EOF
 {
     cat <<EOF
 # Bearer JWT check (rendered by nginx/render.sh), included by every protected location.
-# 1. Shape, by map, without njs: header missing, scheme not "bearer", not three base64url
-#    parts with a 43-character signature. Answers with the precise reason.
+# 1. Shape, by map: header missing, scheme not "bearer", not three base64url parts with a
+#    43-character signature. Answers with the precise reason.
 if (\$hypeman_auth_pre) {
     add_header WWW-Authenticate Bearer always;
     add_header Cache-Control no-store always;
     return 401 '{"code":"Unauthorized","message":"\$hypeman_auth_pre"}\n';
 }
-EOF
-    if [ "$auth_cache" = 1 ]; then
-        cat <<EOF
-# 2. Signature and claims: a subrequest answered from the verdict cache, or else by
-#    nginx/jwt.js. A 401 from it ends in @hypeman_401 (error_page at server level).
-auth_request /_hypeman_auth;
-auth_request_set \$hypeman_jwt_sub \$sent_http_x_hypeman_sub;
-EOF
-    else
-        cat <<EOF
-# 2. Signature and claims: nginx/jwt.js on every request; "" means no valid token and ends
+# 2. Signature and claims: nginx/HypemanAuth.pm (perl_set); "" means no valid token and ends
 #    in @hypeman_401 (error_page at server level).
 if (\$hypeman_jwt_sub = "") {
     return 401;
 }
 EOF
-    fi
 } | write hypeman-auth.conf
 
 # ---------------------------------------------------------------------------------------------
@@ -227,45 +218,6 @@ location @hypeman_502 { return 502 '{"code":"unavailable","message":"API workers
 location @hypeman_503 { return 503 '{"code":"unavailable","message":"service unavailable"}\n'; }
 location @hypeman_504 { return 504 '{"code":"timeout","message":"API workers did not answer in time"}\n'; }
 EOF
-    if [ "$auth_cache" = 1 ]; then
-        cat <<EOF
-
-# The auth subrequest. GET/HEAD/POST verdicts come from the cache (nginx caches no other
-# methods) or from the verifier server, which runs nginx/jwt.js and says how long its 204
-# may be kept (X-Accel-Expires: at most 30 s, never past exp). 401s are never cached. The
-# key holds the worker pid, so a restart (new JWT_SECRET) never reuses an old verdict.
-location = /_hypeman_auth {
-    internal;
-    # The subrequest never reads the body; the calling location enforces its own size limit.
-    client_max_body_size 0;
-    if (\$request_method !~ ^(GET|HEAD|POST)\$) {
-        rewrite ^ /_hypeman_auth_uncached last;
-    }
-    proxy_pass http://hypeman_verify/;
-    proxy_method GET;
-    proxy_pass_request_body off;
-    proxy_pass_request_headers off;
-    proxy_set_header Authorization \$http_authorization;
-    # No body is sent, so no length either (else the verifier waits for the client's body).
-    proxy_set_header Content-Length "";
-    proxy_set_header Host hypeman-verify;
-    proxy_connect_timeout 2s;
-    proxy_read_timeout 10s;
-    proxy_cache hypeman_auth;
-    proxy_cache_key "\$pid \$http_authorization";
-    proxy_cache_methods GET HEAD POST;
-    # No cache lock: with it, concurrent misses for one token wait for the first and nginx
-    # re-checks the lock only every 500 ms (p99 of 450 ms after each expiry); without it each
-    # miss just verifies once more (about 35 us of njs).
-    proxy_cache_lock off;
-}
-location = /_hypeman_auth_uncached {
-    internal;
-    client_max_body_size 0;
-    js_content hypeman_jwt.check;
-}
-EOF
-    fi
     cat <<EOF
 
 location = /health {
@@ -335,13 +287,19 @@ location = /_bench/static {
     return 200 '{"ok":true}';
 }
 # A small static file, and the same file behind the bearer check: the auth cost without any
-# FastCGI work. (Not "return": it runs before the access phase, where auth_request works.)
+# FastCGI work. (Not "return", which would answer before the bearer check's "if".)
 location = /_bench/static-file {
     alias $out/bench-ok.json;
 }
 location = /_bench/static-auth {
     include $out/hypeman-auth.conf;
     alias $out/bench-ok.json;
+}
+# The subject the bearer check hands to the app ("-" for a valid token without one).
+location = /_bench/subject {
+    include $out/hypeman-auth.conf;
+    default_type text/plain;
+    return 200 \$hypeman_jwt_sub;
 }
 # The app's tiny /_bench/hello answer, without auth.
 location = /_bench/hello {
@@ -385,7 +343,7 @@ fi
 {
     cat <<EOF
 # hypeman edge, http context (rendered by nginx/render.sh; do not edit, re-render instead).
-# Needs, in the main context: load_module ngx_http_js_module.so and "env JWT_SECRET;"
+# Needs, in the main context: load_module ngx_http_perl_module.so and "env JWT_SECRET;"
 # (see hypeman-main.conf).
 
 upstream hypeman_fcgi {
@@ -398,7 +356,6 @@ EOF
     cat <<EOF
 }
 
-js_import hypeman_jwt from $share_dir/nginx/jwt.js;
 
 # The exec gateway (a Unix socket of the Provisioner) and WebSocket upgrade headers for it.
 upstream hypeman_exec {
@@ -409,7 +366,7 @@ map \$http_upgrade \$hypeman_connection_upgrade {
     "" close;
 }
 
-# First gate of the bearer check, without njs: "" = well-formed "Bearer h.p.s", else the
+# First gate of the bearer check, before any Perl: "" = well-formed "Bearer h.p.s", else the
 # 401 message. (map string matching is case-insensitive; the regexes are too.)
 map \$http_authorization \$hypeman_auth_pre {
     default "invalid authorization header format";
@@ -418,31 +375,16 @@ map \$http_authorization \$hypeman_auth_pre {
     "~*^bearer " "invalid token";
 }
 EOF
-    if [ "$auth_cache" = 1 ]; then
-        cat <<EOF
+    if [ "$auth_cache" = 1 ]; then auth_sub=subject; else auth_sub=subject_uncached; fi
+    cat <<EOF
 
-# Verdict cache for valid tokens (see /_hypeman_auth in hypeman-locations.conf). Entries
-# hold the Authorization value; the directory belongs to the worker user.
-proxy_cache_path $state_dir/tmp/auth-cache levels=1:2 keys_zone=hypeman_auth:4m
-                 max_size=64m inactive=60s use_temp_path=off;
-upstream hypeman_verify {
-    server unix:$verify_sock;
-}
-# The verifier: nginx/jwt.js as a content handler, reachable only through its socket.
-server {
-    listen unix:$verify_sock;
-    server_name hypeman-verify;
-    access_log off;
-    location / {
-        js_content hypeman_jwt.check;
-    }
-}
+# The bearer check's second gate (hypeman-auth.conf): HS256 signature and claims, in the
+# worker's Perl interpreter; with HYPEMAN_AUTH_CACHE=1 a verified token is remembered per
+# worker for at most 30 s and never past its exp.
+perl_modules $share_dir/nginx;
+perl_require HypemanAuth.pm;
+perl_set \$hypeman_jwt_sub HypemanAuth::$auth_sub;
 EOF
-    else
-        cat <<EOF
-js_set \$hypeman_jwt_sub hypeman_jwt.subject;
-EOF
-    fi
     if [ "$bench" = 1 ]; then
         cat <<EOF
 
@@ -491,7 +433,7 @@ EOF
 # hypeman edge, standalone nginx main config (rendered by nginx/render.sh).
 #   JWT_SECRET=... nginx -p $out -c nginx.conf -e $out/error.log
 # Stop: nginx -p $out -c nginx.conf -s quit  (or add -g 'daemon off;' to run in the foreground)
-load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_perl_module.so;
 include $out/hypeman-main.conf;
 EOF
     if [ -n "$nginx_user" ]; then echo "user $nginx_user;"; fi

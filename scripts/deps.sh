@@ -4,7 +4,7 @@
 set -euo pipefail
 APT_PACKAGES=(
   pkg-config libfcgi-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libarchive-dev
-  nginx libnginx-mod-http-js openssl
+  nginx libnginx-mod-http-perl libjson-xs-perl openssl
   docker-registry skopeo umoci busybox-static e2fsprogs erofs-utils cpio zstd xz-utils
   qemu-system-x86 iproute2 iptables sqlite3 wrk curl jq procps
 )

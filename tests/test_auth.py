@@ -1,4 +1,4 @@
-"""Bearer-token auth at the edge, through the real nginx config (nginx/render.sh + nginx/jwt.js)
+"""Bearer-token auth at the edge, through the real nginx config (nginx/render.sh + nginx/HypemanAuth.pm)
 in front of the real app, over HTTP and TLS.
 
 Accepted: `Authorization: Bearer <JWT>` (scheme in any case), HS256 only, signed with the bytes
@@ -397,3 +397,35 @@ def test_empty_secret_rejects_every_token(stack, secret_env, auth_cache):
                 assert_unauthorized(r, INVALID)
         assert_unauthorized(requests.get(url + "/_bench/static-auth", timeout=10), MISSING)
         assert "JWT_SECRET is empty" in log.read_text()
+
+
+@pytest.mark.parametrize("auth_cache", ["1", "0"], ids=["cached", "direct"])
+def test_subject_handed_on_is_the_tokens_sub(auth_cache):
+    secret = base64.b64encode(os.urandom(24)).decode()
+    with own_edge(secret, auth_cache) as (url, _):
+        cases = [(claims(sub="tester"), "tester"), (claims(sub="zoë"), "zoë"), (claims(sub=None), "-"),
+                 (claims(sub=""), "-"), ({}, "-"), ({"sub": "a b/c"}, "a b/c")]
+        for _round in range(2):  # the second round comes from the per-worker cache, if any
+            for c, want in cases:
+                r = requests.get(url + "/_bench/subject", headers=bearer(jwt(secret, c)), timeout=10)
+                assert r.status_code == 200, (c, r.status_code, r.text)
+                assert r.content.decode("utf-8") == want, c
+        # Control characters never reach a header or FastCGI parameter.
+        for sub in ("a\nb", "a\x00", "tab\there", "del\x7f"):
+            r = requests.get(url + "/_bench/subject", headers=bearer(jwt(secret, claims(sub=sub))), timeout=10)
+            assert_unauthorized(r, INVALID)
+
+
+def test_verdict_cache_stays_correct_past_its_bound():
+    """More distinct valid tokens than a worker keeps (4096): every one still passes with its own
+    subject, a bad one never does, and nginx's workers stay up (the cache is dropped, not grown)."""
+    secret = base64.b64encode(os.urandom(24)).decode()
+    with own_edge(secret, "1") as (url, log):
+        session = requests.Session()
+        tokens = [(f"user-{i}", jwt(secret, claims(sub=f"user-{i}"))) for i in range(5000)]
+        for sub, token in tokens + tokens[:50]:
+            r = session.get(url + "/_bench/subject", headers=bearer(token), timeout=10)
+            assert r.status_code == 200 and r.text == sub, (sub, r.status_code)
+        assert_unauthorized(session.get(url + "/_bench/subject", headers=bearer(jwt(secret + "x", claims())),
+                                        timeout=10), INVALID)
+        assert "exited on signal" not in log.read_text()

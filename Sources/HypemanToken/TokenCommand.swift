@@ -6,7 +6,7 @@ import Musl
 import Digest
 
 /// `hypeman-token`: prints an HS256 JWT (`sub`, `iat`, `exp`) signed with the bytes of an
-/// environment variable, the same key nginx's jwt.js verifies with.
+/// environment variable, the same key nginx's HypemanAuth.pm verifies with.
 enum TokenCommand {
     static let usage = """
         usage: hypeman-token [--subject NAME] [--ttl DURATION] [--secret-env VAR]
