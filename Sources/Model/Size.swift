@@ -46,18 +46,22 @@ public enum Size {
     /// `"%.1f <unit>"` with the largest unit the value is strictly greater than:
     /// 1 GiB → "1024.0 MB", 3 GiB → "3.0 GB", 1.5 GiB → "1.5 GB".
     public static func format(_ bytes: Int64) -> String {
-        let units: [(Int64, String)] = [(TiB * 1024 * 1024, "EB"), (TiB * 1024, "PB"), (TiB, "TB"), (GiB, "GB"), (MiB, "MB"), (KiB, "KB")]
         for (size, name) in units where bytes > size {
-            return oneDecimal(Double(bytes) / Double(size)) + " " + name
+            return oneDecimal(Double(bytes) / Double(size)) + name
         }
-        return "\(bytes) B"
+        return String(bytes) + " B"
     }
+
+    /// Units from the largest, each with the separating space.
+    private static let units: [(Int64, String)] = [
+        (TiB * 1024 * 1024, " EB"), (TiB * 1024, " PB"), (TiB, " TB"), (GiB, " GB"), (MiB, " MB"), (KiB, " KB"),
+    ]
 
     /// Formats with one decimal, rounding half to even like Go's %.1f on binary doubles.
     static func oneDecimal(_ v: Double) -> String {
         let scaled = (v * 10).rounded(.toNearestOrEven)
         let whole = Int64(scaled) / 10
         let frac = Int64(scaled) % 10
-        return "\(whole).\(abs(frac))"
+        return String(whole) + "." + String(abs(frac))
     }
 }

@@ -28,14 +28,23 @@ extension Optional: SQLBindable where Wrapped: SQLBindable {
 }
 extension SQLValue: SQLBindable { public var sqlValue: SQLValue { self } }
 
+/// Process-wide SQLite settings, applied once before the first connection opens. (If the
+/// library was already initialised by someone else, SQLite refuses and its defaults stay.)
+private let processSetup: Void = { _ = csqlite_configure_process() }()
+
 /// One SQLite connection, confined to the thread that uses it (not Sendable). Opens in WAL mode
 /// with a busy timeout, and caches prepared statements by SQL text.
 public final class Connection {
     private var db: OpaquePointer?
     private var cache: [String: Statement] = [:]
+    /// The same statements by the address of their SQL text's storage: the SQL is nearly always
+    /// a `static let`, and hashing a long query on every call showed up in profiles. A hit is
+    /// confirmed by comparing the text (the same storage compares in O(1)).
+    private var cacheByAddress: [Int: (sql: String, statement: Statement)] = [:]
     public let path: String
 
     public init(path: String, busyTimeoutMs: Int32 = 10_000, readOnly: Bool = false) throws(SQLiteError) {
+        processSetup
         self.path = path
         let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
         var handle: OpaquePointer?
@@ -60,6 +69,7 @@ public final class Connection {
     }
 
     deinit {
+        cacheByAddress.removeAll()
         cache.removeAll()
         sqlite3_close_v2(db)
     }
@@ -81,12 +91,28 @@ public final class Connection {
 
     /// A cached prepared statement for `sql`, reset and with bindings cleared.
     public func prepare(_ sql: String) throws(SQLiteError) -> Statement {
-        if let s = cache[sql] { s.reset(); return s }
-        var stmt: OpaquePointer?
-        let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
-        guard rc == SQLITE_OK, let stmt else { throw error(rc, "prepare") }
-        let s = Statement(stmt, connection: self)
-        cache[sql] = s
+        let address = sql.utf8.withContiguousStorageIfAvailable { Int(bitPattern: $0.baseAddress) }
+        if let address, let hit = cacheByAddress[address], hit.sql == sql {
+            hit.statement.reset()
+            return hit.statement
+        }
+        let s: Statement
+        if let cached = cache[sql] {
+            cached.reset()
+            s = cached
+        } else {
+            var stmt: OpaquePointer?
+            let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+            guard rc == SQLITE_OK, let stmt else { throw error(rc, "prepare") }
+            s = Statement(stmt, connection: self)
+            cache[sql] = s
+        }
+        // The map holds the text, so its storage (and address) stays taken while it is mapped.
+        // Texts built per call would only fill it: it is bounded, and starts over when full.
+        if let address, address != 0 {
+            if cacheByAddress.count >= 256 { cacheByAddress.removeAll(keepingCapacity: true) }
+            cacheByAddress[address] = (sql, s)
+        }
         return s
     }
 

@@ -41,7 +41,8 @@ extension Store {
     public func instance(id: String) throws -> InstanceRecord? {
         let s = try db.prepare(Self.instanceByIDSQL)
         try s.bind(id, at: 1)
-        return try readInstances(s).first
+        var found = try readInstances(s)
+        return found.popLast()  // at most one; moved out rather than copied
     }
 
     /// Exact id, then exact name, then unique id prefix (contract §0).
@@ -49,15 +50,15 @@ extension Store {
         if let r = try instance(id: key) { return .found(r) }
         let byName = try db.prepare(Self.instancesByNameSQL)
         try byName.bind(key, at: 1)
-        let named = try readInstances(byName)
-        if named.count == 1 { return .found(named[0]) }
+        var named = try readInstances(byName)
+        if named.count == 1 { return .found(named.removeLast()) }
         if named.count > 1 { return .ambiguous }
         guard !key.isEmpty, CUID2.looksLikeID(key) else { return .notFound }
         let byPrefix = try db.prepare(Self.instancesByPrefixSQL)
         try byPrefix.bind(key, at: 1)
         try byPrefix.bind(key + "\u{10FFFF}", at: 2)
-        let prefixed = try readInstances(byPrefix)
-        if prefixed.count == 1 { return .found(prefixed[0]) }
+        var prefixed = try readInstances(byPrefix)
+        if prefixed.count == 1 { return .found(prefixed.removeLast()) }
         return prefixed.isEmpty ? .notFound : .ambiguous
     }
 

@@ -23,8 +23,8 @@ public enum Resolution<T> {
     case notFound
     case ambiguous
 
-    /// The value, or the contract's 404/409.
-    public func get() throws(APIError) -> T {
+    /// The value, or the contract's 404/409. (Consuming: the value moves out, uncopied.)
+    public consuming func get() throws(APIError) -> T {
         switch self {
         case .found(let v): return v
         case .notFound: throw APIError(.notFound, "resource not found")

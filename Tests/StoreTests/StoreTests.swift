@@ -25,6 +25,26 @@ func instance(_ name: String, network: Bool = true, volumes: [InstanceVolume] = 
 }
 
 @Suite struct StoreTests {
+    @Test func preparedStatementsAreFoundByTextWhereverTheTextLives() throws {
+        let (s, _) = try tempStore()
+        let db = s.db
+        // One long query from a static, from a copy built at run time, and a different query
+        // built into fresh storage again and again (addresses get reused): each gets its own answer.
+        let staticSQL = Store.instanceByIDSQL
+        let a = try db.prepare(staticSQL)
+        #expect(try db.prepare(staticSQL) === a)
+        let copy = String(decoding: Array(staticSQL.utf8), as: UTF8.self)
+        #expect(try db.prepare(copy) === a)
+        for i in 0..<600 {
+            let sql = "SELECT \(i) AS n, '" + String(repeating: "x", count: 40) + "' AS pad"
+            let row = try db.queryOne(sql)
+            #expect(row?.int("n") == Int64(i))
+        }
+        #expect(try db.prepare(staticSQL) === a)
+        let short = try db.queryOne("SELECT 7 AS n")
+        #expect(short?.int("n") == 7)
+    }
+
     @Test func migrationsAreIdempotentAcrossOpens() throws {
         let (_, path) = try tempStore()
         let again = try Store(path: path)
