@@ -38,7 +38,7 @@ enum Render {
             w.key("env")
             w.beginObject()
             for k in r.env.keys.sorted() {
-                w.key(k)
+                w.key(escaping: k)
                 w.string(r.env[k]!)
             }
             w.endObject()

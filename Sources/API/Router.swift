@@ -3,16 +3,31 @@ import FastCGI
 /// Splits a raw path into percent-decoded segments. `%2F` inside a segment stays inside it, so
 /// `/images/docker.io%2Flibrary%2Falpine:latest` has two segments.
 func pathSegments(_ rawPath: String) -> [String]? {
-    var out: [String] = []
-    for seg in rawPath.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-        if seg.contains(UInt8(ascii: "%")) {
-            guard let d = percentDecode(seg) else { return nil }
-            out.append(d)
-        } else {
-            out.append(String(Substring(seg)))
+    var path = rawPath
+    return path.withUTF8 { bytes -> [String]? in
+        var out: [String] = []
+        var start = 0
+        var escaped = false
+        for i in 0...bytes.count {
+            if i == bytes.count || bytes[i] == UInt8(ascii: "/") {
+                if i > start {
+                    // Split at an ASCII byte, so each segment of the (valid) text is valid too.
+                    let segment = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+                    if escaped {
+                        guard let decoded = percentDecode(segment) else { return nil }
+                        out.append(decoded)
+                    } else {
+                        out.append(segment)
+                    }
+                }
+                start = i + 1
+                escaped = false
+            } else if bytes[i] == UInt8(ascii: "%") {
+                escaped = true
+            }
         }
+        return out
     }
-    return out
 }
 
 /// Percent-decodes; nil on a malformed escape or invalid UTF-8.

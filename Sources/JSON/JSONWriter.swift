@@ -35,8 +35,9 @@ public struct JSONWriter {
         afterValue = false
     }
 
-    /// An object member's name from data (escaped).
-    public mutating func key(_ name: String) {
+    /// An object member's name from data (escaped). (Its own label: with two unlabelled
+    /// overloads a literal would pick `String`, the default literal type, and pay for escaping.)
+    public mutating func key(escaping name: String) {
         separate()
         appendQuoted(name)
         bytes.append(UInt8(ascii: ":"))
@@ -109,7 +110,7 @@ public struct JSONWriter {
         case .object(let o):
             beginObject()
             for i in 0..<o.keys.count {
-                key(o.keys[i])
+                key(escaping: o.keys[i])
                 value(o.values[i])
             }
             endObject()

@@ -228,6 +228,10 @@ final class Harness {
         #expect(pathSegments("/images/docker.io%2Flibrary%2Falpine:latest") == ["images", "docker.io/library/alpine:latest"])
         #expect(pathSegments("/a//b/") == ["a", "b"])
         #expect(pathSegments("/x%2") == nil)
+        #expect(pathSegments("") == [] && pathSegments("/") == [] && pathSegments("//") == [])
+        #expect(pathSegments("/instances/caf%C3%A9/logs") == ["instances", "café", "logs"])
+        #expect(pathSegments("/zoë/%25") == ["zoë", "%"])
+        #expect(pathSegments("/a/%FF") == nil)
         #expect(parseQuery("tail=5&follow=true&x=a+b%21") == ["tail": "5", "follow": "true", "x": "a b!"])
     }
 }

@@ -85,7 +85,7 @@ import Testing
         w.beginObject()
         w.key("a"); w.int(1)
         w.key("b"); w.beginArray(); w.string("x"); w.beginObject(); w.endObject(); w.int(nil); w.endArray()
-        w.key("c\"d"); w.string(nil as String?)
+        w.key(escaping: "c\"d"); w.string(nil as String?)
         var t = "te\u{1}xt"
         t.withUTF8 { w.key("e"); w.string(utf8: UnsafeRawBufferPointer($0)) }
         w.endObject()
