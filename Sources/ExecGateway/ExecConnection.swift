@@ -61,11 +61,15 @@ final class ExecConnection: Sendable {
 
         let target: ExecTarget
         let key: String
+        let subject: String
         do throws(ExecHTTPError) {
             let head = try HTTPRequestHead.parse(buffer[..<headEnd])
             let ref = try ExecRoute.instanceRef(method: head.method, target: head.target)
             target = try backend.resolve(ref)
             key = try WebSocketHandshake.validate(head)
+            // Set by nginx from the bearer token's `sub` ("-" for none); a client's own header of
+            // that name is replaced there.
+            subject = head.header("x-auth-subject") ?? ""
         } catch {
             return refuse(error)
         }
@@ -73,7 +77,7 @@ final class ExecConnection: Sendable {
         defer { slots.release() }
         guard socket.write(WebSocketHandshake.switchingProtocols(key: key)) else { return }
         var reader = InboundReader(socket: socket, pending: buffer[headEnd...], maxMessageSize: limits.maxMessageSize)
-        relay(target, &reader)
+        relay(target, subject: subject, &reader)
     }
 
     /// Answers an HTTP error and lets the client read it before the socket closes.
@@ -83,12 +87,13 @@ final class ExecConnection: Sendable {
     }
 
     /// The session: the first message, `open`, then stdin/resize until the exit or the client leaves.
-    private func relay(_ target: ExecTarget, _ reader: inout InboundReader) {
+    private func relay(_ target: ExecTarget, subject: String, _ reader: inout InboundReader) {
         let started = monotonicSeconds()
         var command = "-"
         var outcome = "no exec request"
         defer {
-            log("instance=\(target.instanceID) command=\(command) \(outcome) duration=\(formatSeconds(monotonicSeconds() - started))")
+            log("instance=\(target.instanceID) subject=\(logField(subject.isEmpty ? "-" : subject)) command=\(logField(command)) "
+                + "\(outcome) duration=\(formatSeconds(monotonicSeconds() - started))")
         }
 
         guard let first = awaitFirstMessage(&reader, outcome: &outcome) else { return }
@@ -284,4 +289,13 @@ func formatSeconds(_ seconds: Double) -> String {
     let ms = Int((max(0, seconds) * 1000).rounded())
     let frac = String(ms % 1000)
     return "\(ms / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)s"
+}
+
+/// A value for a `key=value` log line: as is when it is one plain word, else a JSON string, so a
+/// subject or command cannot forge other fields.
+func logField(_ value: String) -> String {
+    let plain = !value.isEmpty && value.utf8.allSatisfy { c in
+        c > 0x20 && c < 0x7f && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") && c != UInt8(ascii: "=")
+    }
+    return plain ? value : String(decoding: JSON.serialize(.string(value)), as: UTF8.self)
 }

@@ -25,6 +25,24 @@ struct SessionTests {
                 "log: \(line)")
     }
 
+    @Test("the log line names who ran it (X-Auth-Subject from nginx), quoted when it is not one plain word")
+    func subjectIsLogged() throws {
+        let h = try GatewayHarness()
+        defer { h.stop() }
+        for (subject, expected) in [("alice", "subject=alice"), ("ops team", #"subject="ops team""#),
+                                    (#"x command=rm"#, #"subject="x command=rm""#), (nil, "subject=-")] as [(String?, String)] {
+            let before = h.logs.count
+            let c = try WebSocketTestClient(path: h.path)
+            c.send(WebSocketTestClient.upgradeRequest(target: "/instances/box/exec", replacing: ["X-Auth-Subject": subject]))
+            #expect(try c.readHTTPReply().status == 101)
+            c.sendText(#"{"command":["echo","hi"]}"#)
+            _ = try c.readUntilClose()
+            #expect(GatewayHarness.eventually { h.logs.count == before + 1 })
+            let line = h.logs.last ?? ""
+            #expect(line.contains(" \(expected) command=echo "), "log: \(line)")
+        }
+    }
+
     @Test("stderr output is forwarded like stdout; nonzero exit codes pass through")
     func stderrAndExitCode() throws {
         let h = try GatewayHarness()
