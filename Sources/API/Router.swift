@@ -32,13 +32,9 @@ func pathSegments(_ rawPath: String) -> [String]? {
 
 /// Percent-decodes; nil on a malformed escape or invalid UTF-8.
 func percentDecode(_ s: String, plusAsSpace: Bool = false) -> String? {
-    percentDecode(s.utf8[...], plusAsSpace: plusAsSpace)
-}
-
-func percentDecode(_ s: Substring.UTF8View, plusAsSpace: Bool = false) -> String? {
     var bytes: [UInt8] = []
-    bytes.reserveCapacity(s.count)
-    var it = s[...]
+    bytes.reserveCapacity(s.utf8.count)
+    var it = s.utf8[...]
     while let c = it.popFirst() {
         if c == UInt8(ascii: "%") {
             guard it.count >= 2, let h = hexValue(it[it.startIndex]), let l = hexValue(it[it.index(after: it.startIndex)]) else { return nil }
