@@ -6,6 +6,9 @@ import Store
 /// `/instances`, `/instances/{id}`, the lifecycle operations and volume attach/detach.
 enum InstanceRoutes {
     static let hypervisors = ["cloud-hypervisor", "qemu"]
+    /// The most vCPUs any request may name, whatever MAX_VCPUS_PER_INSTANCE says (0 = no
+    /// configured limit still stays within what a VMM and the totals can count).
+    static let maxVCPUs = 1024
 
     static func register(_ r: inout Router) {
         r.add("GET", "/instances") { h, _, ex, _ in
@@ -62,8 +65,10 @@ enum InstanceRoutes {
         let size = try parseSize(body, "size", .invalidSize, default: Size.GiB)
         let hotplug = try parseSize(body, "hotplug_size", .invalidHotplugSize, default: 3 * Size.GiB)
         let overlay = try parseSize(body, "overlay_size", .invalidOverlaySize, default: 10 * Size.GiB)
-        var vcpus = Int(try body.int("vcpus") ?? 2)
-        if vcpus < 0 { throw body.fail("vcpus", "number must be at least 0") }
+        let vcpusRaw = try body.int("vcpus") ?? 2
+        if vcpusRaw < 0 { throw body.fail("vcpus", "number must be at least 0") }
+        if vcpusRaw > Int64(maxVCPUs) { throw body.fail("vcpus", "number must be at most \(maxVCPUs)") }
+        var vcpus = Int(vcpusRaw)
         if vcpus == 0 { vcpus = 2 }
         let env = try body.stringMap("env") ?? [:]
         for k in env.keys where !Names.isValidEnvKey(k) {
@@ -84,15 +89,14 @@ enum InstanceRoutes {
         if cfg.maxVCPUsPerInstance > 0 && vcpus > cfg.maxVCPUsPerInstance {
             throw APIError(.limitExceeded, "vcpus \(vcpus) exceeds the maximum of \(cfg.maxVCPUsPerInstance) per instance")
         }
-        if cfg.maxMemoryPerInstance > 0 && size + hotplug > cfg.maxMemoryPerInstance {
-            throw APIError(.limitExceeded, "size + hotplug_size (\(Size.format(size + hotplug))) exceeds the maximum of \(Size.format(cfg.maxMemoryPerInstance)) per instance")
+        guard let memory = Size.sum(size, hotplug) else {
+            throw APIError(.invalidHotplugSize, "size + hotplug_size (\(Size.format(size)) + \(Size.format(hotplug))) is larger than any memory size")
+        }
+        if cfg.maxMemoryPerInstance > 0 && memory > cfg.maxMemoryPerInstance {
+            throw APIError(.limitExceeded, "size + hotplug_size (\(Size.format(memory))) exceeds the maximum of \(Size.format(cfg.maxMemoryPerInstance)) per instance")
         }
 
-        let volumes = try (body.array("volumes") ?? []).map { try parseMount($0) }
-        var seen = Set<String>()
-        for v in volumes where !seen.insert(v.mountPath).inserted {
-            throw APIError(.badRequest, "duplicate mount_path \(v.mountPath)")
-        }
+        let volumes = try (body.array("volumes") ?? []).map { try parseMount($0, maxOverlay: cfg.maxOverlaySize) }
 
         let ref = try ImageReference.parse(imageName)
         let autoPull = try body.bool("auto_pull") ?? h.config.autoPull
@@ -101,6 +105,10 @@ enum InstanceRoutes {
         }
         guard img.status == "ready" else {
             throw APIError(.imageNotReady, "image not ready: image status is \(img.status)")
+        }
+        var seen = Set<String>()
+        for v in volumes where !seen.insert(v.mountPath).inserted {
+            throw APIError(.badRequest, "duplicate mount_path \(v.mountPath)")
         }
 
         var rec = InstanceRecord(id: CUID2.make(), name: name, image: imageName, imageDigest: img.digest, state: .created,
@@ -137,13 +145,17 @@ enum InstanceRoutes {
     }
 
     /// A `VolumeMount` of the create request, validated (contract §2.3 step 2).
-    static func parseMount(_ b: RequestBody) throws -> InstanceVolume {
+    static func parseMount(_ b: RequestBody, maxOverlay: Int64) throws -> InstanceVolume {
         let id = try b.requireString("volume_id")
         let path = try b.requireString("mount_path")
         if let problem = Names.mountPathProblem(path) { throw APIError(.badRequest, problem) }
         let readonly = try b.bool("readonly") ?? false
         let overlay = try b.bool("overlay") ?? false
         var overlaySize: Int64? = nil
+        // Checked whenever given, so a malformed size is never silently ignored.
+        if let s = try b.string("overlay_size"), Size.parse(s) == nil {
+            throw APIError(.invalidOverlaySize, "invalid overlay_size for volume \(id): \"\(s)\" is not a size like 1GB")
+        }
         if overlay {
             guard readonly else { throw APIError(.badRequest, "volume \(id): overlay requires readonly=true") }
             guard let s = try b.string("overlay_size") else {
@@ -151,6 +163,9 @@ enum InstanceRoutes {
             }
             guard let v = Size.parse(s), v > 0 else {
                 throw APIError(.invalidOverlaySize, "invalid overlay_size for volume \(id): \"\(s)\" is not a size like 1GB")
+            }
+            if v > maxOverlay {
+                throw APIError(.limitExceeded, "overlay_size \(Size.format(v)) for volume \(id) exceeds the maximum of \(Size.format(maxOverlay))")
             }
             overlaySize = v
         }

@@ -43,6 +43,25 @@ public enum Size {
         return o ? nil : r
     }
 
+    /// `a + b` when it fits in an `Int64`, nil when it would overflow (or either is negative):
+    /// every place that combines sizes from a request or a record goes through this, so no
+    /// input can trap the process.
+    public static func sum(_ a: Int64, _ b: Int64) -> Int64? {
+        guard a >= 0, b >= 0 else { return nil }
+        let (r, o) = a.addingReportingOverflow(b)
+        return o ? nil : r
+    }
+
+    /// `a + b + ...` checked as in `sum(_:_:)`.
+    public static func sum(_ values: [Int64]) -> Int64? {
+        var total: Int64 = 0
+        for v in values {
+            guard let t = sum(total, v) else { return nil }
+            total = t
+        }
+        return total
+    }
+
     /// `"%.1f <unit>"` with the largest unit the value is strictly greater than:
     /// 1 GiB → "1024.0 MB", 3 GiB → "3.0 GB", 1.5 GiB → "1.5 GB".
     public static func format(_ bytes: Int64) -> String {

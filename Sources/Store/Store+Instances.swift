@@ -83,16 +83,20 @@ extension Store {
                 }
             }
             if limits.maxTotalVCPUs > 0 || limits.maxTotalMemory > 0 {
-                let agg = try db.queryOne("""
-                    SELECT COALESCE(SUM(vcpus), 0) AS cpus, COALESCE(SUM(size + hotplug_size), 0) AS mem
-                    FROM instances WHERE state IN \(Self.activeStates)
-                    """)
-                let cpus = Int(agg?.int("cpus") ?? 0), mem = agg?.int("mem") ?? 0
-                if limits.maxTotalVCPUs > 0 && cpus + rec.vcpus > limits.maxTotalVCPUs {
-                    throw APIError(.limitExceeded, "total vcpus would be \(cpus + rec.vcpus), exceeds aggregate limit of \(limits.maxTotalVCPUs)")
+                // Summed here with checked arithmetic (SQL SUM raises on overflow, and a plain `+`
+                // traps): a total that no longer fits in Int64 is over any limit.
+                let rows = try db.query("SELECT vcpus, size, hotplug_size FROM instances WHERE state IN \(Self.activeStates)")
+                var cpus: Int64? = Int64(rec.vcpus)
+                var mem: Int64? = Size.sum(rec.size, rec.hotplugSize)
+                for r in rows {
+                    if let c = cpus { cpus = Size.sum(c, r.int("vcpus") ?? 0) }
+                    if let m = mem { mem = Size.sum([m, r.int("size") ?? 0, r.int("hotplug_size") ?? 0]) }
                 }
-                if limits.maxTotalMemory > 0 && mem + rec.size + rec.hotplugSize > limits.maxTotalMemory {
-                    throw APIError(.limitExceeded, "total memory would be \(Size.format(mem + rec.size + rec.hotplugSize)), exceeds aggregate limit of \(Size.format(limits.maxTotalMemory))")
+                if limits.maxTotalVCPUs > 0, cpus.map({ $0 > Int64(limits.maxTotalVCPUs) }) ?? true {
+                    throw APIError(.limitExceeded, "total vcpus would be \(cpus.map(String.init) ?? "beyond any count"), exceeds aggregate limit of \(limits.maxTotalVCPUs)")
+                }
+                if limits.maxTotalMemory > 0, mem.map({ $0 > limits.maxTotalMemory }) ?? true {
+                    throw APIError(.limitExceeded, "total memory would be \(mem.map(Size.format) ?? "beyond any size"), exceeds aggregate limit of \(Size.format(limits.maxTotalMemory))")
                 }
             }
             try checkAttachments(instanceID: rec.id, rec.volumes, existingDevices: 0, limits: limits)

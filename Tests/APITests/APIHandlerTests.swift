@@ -94,6 +94,26 @@ final class Harness {
         #expect(try h.handler.store.listInstances().isEmpty)
     }
 
+    @Test func overflowingSizesAndCountsAreClientErrors() throws {
+        let h = try Harness()
+        func code(_ body: String) -> (Int, String?) {
+            let ex = h.call("POST", "/instances", json: body)
+            return (ex.status, ex.json?["code"]?.stringValue)
+        }
+        // 7 EiB + 7 EiB does not fit in Int64: refused before any limit is compared.
+        #expect(code(#"{"name":"a","image":"alpine","size":"7EB","hotplug_size":"7EB"}"#) == (400, "invalid_hotplug_size"))
+        #expect(code(#"{"name":"a","image":"alpine","size":"9223372036854775807GB"}"#) == (400, "invalid_size"))
+        #expect(code(#"{"name":"a","image":"alpine","hotplug_size":"9223372036854775807"}"#) == (400, "invalid_hotplug_size"))
+        #expect(code(#"{"name":"a","image":"alpine","hotplug_size":"4EB"}"#) == (400, "limit_exceeded"))
+        #expect(code(#"{"name":"a","image":"alpine","overlay_size":"99999999999999999999EB"}"#) == (400, "invalid_overlay_size"))
+        #expect(code(#"{"name":"a","image":"alpine","overlay_size":"7EB"}"#) == (400, "limit_exceeded"))
+        #expect(code(#"{"name":"a","image":"alpine","vcpus":9223372036854775807}"#) == (400, "Bad Request"))
+        #expect(code(#"{"name":"a","image":"alpine","vcpus":9223372036854775808}"#).0 == 400)
+        #expect(code(#"{"name":"a","image":"alpine","vcpus":1e300}"#) == (400, "Bad Request"))
+        #expect(code(#"{"name":"a","image":"alpine","volumes":[{"volume_id":"v","mount_path":"/d","readonly":true,"overlay":true,"overlay_size":"7EB"}]}"#) == (400, "limit_exceeded"))
+        #expect(try h.handler.store.listInstances().isEmpty)
+    }
+
     @Test func imageNotReadyAndReadyLookup() throws {
         let h = try Harness()
         let d = "sha256:" + String(repeating: "c", count: 64)

@@ -19,6 +19,28 @@ import Testing
         }
     }
 
+    @Test func refusesAmountsThatOverflowOnceMultipliedByTheUnit() {
+        #expect(Size.parse("9223372036854775807") == Int64.max)
+        #expect(Size.parse("9223372036854775808") == nil)
+        #expect(Size.parse("9223372036854775807GB") == nil)
+        #expect(Size.parse("8589934592GB") == nil)          // 2^33 GiB = 2^63 bytes
+        #expect(Size.parse("8589934591GB") == 8589934591 << 30)
+        #expect(Size.parse("7EB") == 7 << 60)
+        #expect(Size.parse("8EB") == nil)
+        #expect(Size.parse("99999999999999999999999999KB") == nil)
+    }
+
+    @Test func sumsAreCheckedNotTrapped() {
+        #expect(Size.sum(7 << 60, 7 << 60) == nil)
+        #expect(Size.sum(Int64.max, 1) == nil)
+        #expect(Size.sum(Int64.max, 0) == Int64.max)
+        #expect(Size.sum(1 << 30, 3 << 30) == 4 << 30)
+        #expect(Size.sum(-1, 1) == nil)
+        #expect(Size.sum([1 << 62, 1 << 61, 1 << 61]) == nil)
+        #expect(Size.sum([1 << 30, 1 << 30, 1 << 30]) == 3 << 30)
+        #expect(Size.sum([]) == 0)
+    }
+
     @Test func formatsLikeTheReference() {
         #expect(Size.format(1 << 30) == "1024.0 MB")
         #expect(Size.format(512 << 20) == "512.0 MB")
