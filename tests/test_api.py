@@ -232,7 +232,7 @@ def test_ingresses_crud(stack, auth):
     assert err(call(stack, auth, "POST", "/ingresses", json=body)) == (409, "already_exists")
     assert err(call(stack, auth, "POST", "/ingresses", json={**body, "name": "web2"})) == (409, "hostname_in_use")
     assert err(call(stack, auth, "POST", "/ingresses", json={"name": "x", "rules": [{"match": {"hostname": "lit.example.com"},
-                "target": {"instance": "ghost", "port": 80}}]})) == (400, "instance_not_found")
+                "target": {"instance": "ghost", "port": 80}}]})) == (404, "instance_not_found")
     assert call(stack, auth, "GET", "/ingresses/web").json()["id"] == ing["id"]
     assert ing in call(stack, auth, "GET", "/ingresses").json()
     assert call(stack, auth, "DELETE", f"/ingresses/{ing['id']}").status_code == 204
@@ -265,7 +265,7 @@ def test_32_concurrent_creates_with_one_name_exactly_one_wins(stack, auth):
         time.sleep(3)
         refused = [f.result() for f in futs if f.done()]
         assert len(refused) == 31, [r.text for r in refused]
-        assert all(err(r) == (400, "name_conflict") for r in refused)
+        assert all(err(r) == (409, "name_conflict") for r in refused)
     finally:
         prov.send_signal(signal.SIGCONT)
         ex.shutdown(wait=True)

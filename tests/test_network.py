@@ -165,5 +165,5 @@ def test_tap_follows_the_lifecycle(net, nauth, nimage):
 def test_networked_names_are_unique(net, nauth, nimage):
     a = create(net, nauth, nimage, "dup", {"MODE": "idle"})
     r = requests.post(net.url + "/instances", headers=nauth, timeout=60, json={"name": "dup", "image": nimage})
-    assert (r.status_code, r.json()["code"]) == (400, "name_conflict")
+    assert (r.status_code, r.json()["code"]) == (409, "name_conflict")
     assert requests.delete(net.url + f"/instances/{a['id']}", headers=nauth).status_code == 204

@@ -185,10 +185,10 @@ def test_error_examples_are_valid_errors_with_catalogue_codes():
 
 def test_client_mistakes_are_4xx_with_catalogue_codes():
     create = ("/instances", "post")
-    assert {"image_not_ready", "name_conflict", "limit_exceeded", "invalid_size",
+    assert {"limit_exceeded", "invalid_size",
             "invalid_hotplug_size", "invalid_overlay_size", "Bad Request"} <= error_codes(*create, "400")
     assert error_codes(*create, "404") == {"not_found"}
-    assert error_codes(*create, "409") == {"conflict"}
+    assert error_codes(*create, "409") == {"conflict", "image_not_ready", "name_conflict"}
     assert "500" in SPEC["paths"]["/instances"]["post"]["responses"]
     assert error_codes("/volumes/{id}", "delete", "409") == {"ambiguous", "conflict"}
     assert error_codes("/images", "post", "400") == {"Bad Request", "invalid_name"}
@@ -204,9 +204,9 @@ def test_client_mistakes_are_4xx_with_catalogue_codes():
     assert {"invalid_request", "invalid_form", "invalid_field", "missing_field", "missing_file",
             "archive_too_large"} <= error_codes("/volumes", "post", "400")
     assert error_codes("/volumes", "post", "409") == {"already_exists"}
-    assert {"bad_request", "instance_not_found", "domain_not_allowed",
-            "config_validation_failed"} <= error_codes("/ingresses", "post", "400")
-    assert error_codes("/ingresses", "post", "409") == {"already_exists", "hostname_in_use", "port_in_use"}
+    assert {"bad_request", "domain_not_allowed", "config_validation_failed"} <= error_codes("/ingresses", "post", "400")
+    assert error_codes("/ingresses", "post", "404") == {"instance_not_found"}
+    assert error_codes("/ingresses", "post", "409") == {"already_exists", "hostname_in_use", "port_in_use", "ambiguous"}
 
 
 def test_required_fields_match_what_the_sdk_insists_on():

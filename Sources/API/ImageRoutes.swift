@@ -31,6 +31,7 @@ enum ImageRoutes {
 
     static func create(_ h: APIHandler, _ req: Request, _ ex: any Exchange) throws {
         let body = try RequestBody.read(req, ex)
+        try body.allowOnly(["name"])
         let name = try body.requireString("name")
         let ref = try ImageReference.parse(name)
         guard let job = try h.runJob(.pull, target: ref.normalized, payload: ["name": .string(ref.normalized)],

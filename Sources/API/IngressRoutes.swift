@@ -59,6 +59,7 @@ enum IngressRoutes {
 
     static func create(_ h: APIHandler, _ req: Request, _ ex: any Exchange) throws {
         let body = try RequestBody.read(req, ex)
+        try body.allowOnly(["name", "rules"])
         let name = try body.requireString("name")
         guard Names.isValidResourceName(name) else {
             throw body.fail("name", "string doesn't match the regular expression \"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$\" (at most 63 characters)")
@@ -71,8 +72,11 @@ enum IngressRoutes {
         var outRules: [JSONValue] = []
         var hosts: [(hostname: String, port: Int)] = []
         for rule in rules {
+            try rule.allowOnly(["match", "target", "tls", "redirect_http"])
             guard let match = try rule.nested("match") else { throw rule.fail("match", "property \"match\" is missing") }
             guard let target = try rule.nested("target") else { throw rule.fail("target", "property \"target\" is missing") }
+            try match.allowOnly(["hostname", "port"])
+            try target.allowOnly(["instance", "port"])
             let hostname = try match.requireString("hostname").lowercased()
             guard !hostname.isEmpty else { throw bad("every rule needs a hostname") }
             let port = try match.int("port") ?? 80
@@ -90,8 +94,9 @@ enum IngressRoutes {
             if caps.isEmpty {
                 switch try h.store.resolveInstance(instance) {
                 case .found(let inst): instance = inst.name
-                case .notFound: throw APIError(.instanceNotFound, "target instance \(instance) not found")
-                case .ambiguous: throw APIError(.instanceNotFound, "target instance \(instance) matches several instances; use its ID")
+                // A rule naming an instance that does not exist refers to a missing resource: 404.
+                case .notFound: throw APIError(.instanceNotFound, "target instance \(instance) not found", status: 404)
+                case .ambiguous: throw APIError(.ambiguous, "target instance \(instance) matches several instances; use its ID")
                 }
             } else {
                 guard instance.hasPrefix("{") && instance.hasSuffix("}"), caps.contains(String(instance.dropFirst().dropLast())) else {

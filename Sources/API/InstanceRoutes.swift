@@ -56,6 +56,8 @@ enum InstanceRoutes {
 
     static func create(_ h: APIHandler, _ req: Request, _ ex: any Exchange) throws {
         let body = try RequestBody.read(req, ex)
+        try body.allowOnly(["name", "image", "size", "hotplug_size", "overlay_size", "vcpus", "env", "network", "volumes",
+                            "hypervisor", "auto_pull", "skip_guest_agent"])
         let name = try body.requireString("name")
         guard Names.isValidResourceName(name) else {
             throw body.fail("name", name.utf8.count > 63 ? "maximum string length is 63"
@@ -74,7 +76,9 @@ enum InstanceRoutes {
         for k in env.keys where !Names.isValidEnvKey(k) {
             throw body.fail("env/\(k)", "environment variable names must match [A-Za-z_][A-Za-z0-9_]*")
         }
-        let networkEnabled = try body.nested("network")?.bool("enabled") ?? true
+        let network = try body.nested("network")
+        try network?.allowOnly(["enabled"])
+        let networkEnabled = try network?.bool("enabled") ?? true
         let skipGuestAgent = try body.bool("skip_guest_agent") ?? false
         let hypervisor = try body.string("hypervisor")
         if let hv = hypervisor, !hypervisors.contains(hv) {
@@ -146,6 +150,7 @@ enum InstanceRoutes {
 
     /// A `VolumeMount` of the create request, validated (contract §2.3 step 2).
     static func parseMount(_ b: RequestBody, maxOverlay: Int64) throws -> InstanceVolume {
+        try b.allowOnly(["volume_id", "mount_path", "readonly", "overlay", "overlay_size"])
         let id = try b.requireString("volume_id")
         let path = try b.requireString("mount_path")
         if let problem = Names.mountPathProblem(path) { throw APIError(.badRequest, problem) }

@@ -9,6 +9,7 @@ enum VolumeAttachRoutes {
     static func attach(_ h: APIHandler, _ req: Request, _ ex: any Exchange, _ key: String, _ volKey: String) throws {
         let inst = try h.store.resolveInstance(key).get()
         let body = try RequestBody.read(req, ex)
+        try body.allowOnly(["mount_path", "readonly"])
         let path = try body.requireString("mount_path")
         if let problem = Names.mountPathProblem(path) { throw APIError(.badRequest, problem) }
         let readonly = try body.bool("readonly") ?? false

@@ -53,6 +53,7 @@ enum VolumeRoutes {
     static func createEmpty(_ h: APIHandler, _ req: Request, _ ex: any Exchange) throws {
         guard req.contentLength > 0 else { throw APIError(.invalidRequest, "request body is required") }
         let body = try RequestBody.read(req, ex)
+        try body.allowOnly(["name", "size_gb", "id"])
         let name = try body.requireString("name")
         guard let sizeGB = try body.int("size_gb") else { throw body.fail("size_gb", "property \"size_gb\" is missing") }
         let id = try body.string("id")
@@ -104,6 +105,9 @@ enum VolumeRoutes {
         }
         guard let file = sink else { throw APIError(.missingFile, "content file is required for multipart requests") }
         do {
+            if let extra = fields.keys.first(where: { !["name", "size_gb", "id"].contains($0) }) {
+                throw APIError(.invalidForm, "invalid multipart form: field \"\(extra)\" is unsupported (name, size_gb, id, content)")
+            }
             guard let name = fields["name"] else { throw APIError(.missingField, "name is required") }
             guard let sizeText = fields["size_gb"] else { throw APIError(.missingField, "size_gb is required") }
             guard let sizeGB = Int64(sizeText.trimmingSpaces()) else { throw APIError(.invalidField, "size_gb must be a positive integer") }

@@ -42,14 +42,16 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     public var httpStatus: Int {
         switch self {
         case .badRequest, .invalidName, .invalidSize, .invalidHotplugSize, .invalidOverlaySize,
-             .imageNotReady, .nameConflict, .invalidRequest, .invalidForm, .invalidField, .missingField,
+             .invalidRequest, .invalidForm, .invalidField, .missingField,
              .missingFile, .archiveTooLarge, .badRequestDomain, .instanceNotFound, .domainNotAllowed,
              .configValidationFailed, .limitExceeded:
             return 400
         case .unauthorized: return 401
         case .notFound, .logNotFound: return 404
         case .methodNotAllowed: return 405
-        case .ambiguous, .alreadyExists, .invalidState, .conflict, .hostnameInUse, .portInUse, .volumeInUse:
+        // A valid request the current state refuses (a name taken, an image still building): 409.
+        case .ambiguous, .alreadyExists, .invalidState, .conflict, .hostnameInUse, .portInUse, .volumeInUse,
+             .imageNotReady, .nameConflict:
             return 409
         case .payloadTooLarge: return 413
         case .notImplemented: return 501

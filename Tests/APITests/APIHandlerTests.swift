@@ -120,7 +120,7 @@ final class Harness {
         try h.handler.store.linkImage(name: "docker.io/library/alpine:latest", repository: "docker.io/library/alpine", digest: d,
                                       sourceRef: "docker.io/library/alpine@" + d)
         let ex = h.call("POST", "/instances", json: #"{"name":"a","image":"alpine"}"#)
-        #expect(ex.status == 400)
+        #expect(ex.status == 409)
         #expect(ex.json?["code"] == "image_not_ready")
         // URL-encoded name resolves (the reference's quirk fixed).
         let g = h.call("GET", "/images/docker.io%2Flibrary%2Falpine%3Alatest")
@@ -147,7 +147,7 @@ final class Harness {
         #expect(code(#"{"name":"web","rules":[{"match":{"hostname":"a.example.com","port":70000},"target":{"instance":"a","port":80}}]}"#) == (400, "bad_request"))
         #expect(code(#"{"name":"web","rules":[{"match":{"hostname":"a.example.com"},"target":{"instance":"a","port":80},"redirect_http":true}]}"#) == (400, "bad_request"))
         #expect(code(#"{"name":"web","rules":[{"match":{"hostname":"a.example.com"},"target":{"instance":"a","port":80},"tls":true}]}"#) == (400, "bad_request"))
-        #expect(code(#"{"name":"web","rules":[{"match":{"hostname":"a.example.com"},"target":{"instance":"nope","port":80}}]}"#) == (400, "instance_not_found"))
+        #expect(code(#"{"name":"web","rules":[{"match":{"hostname":"a.example.com"},"target":{"instance":"nope","port":80}}]}"#) == (404, "instance_not_found"))
         let ok = h.call("POST", "/ingresses", json: #"{"name":"web","rules":[{"match":{"hostname":"{app}.example.com"},"target":{"instance":"{app}","port":8080}}]}"#)
         #expect(ok.status == 201)
         #expect(ok.json?["rules"]?.arrayValue?.first?["match"]?["port"] == 80)
