@@ -19,6 +19,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's nginx package starts a default site on :80 when systemd runs it; we never use it.
-PIP_PACKAGES=(hypeman==0.1.0 pytest requests pyyaml jsonschema openapi-spec-validator)
+PIP_PACKAGES=(hypeman==0.1.0 pytest requests pyyaml jsonschema openapi-spec-validator schemathesis==4.32.5)
 python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
 echo "deps: ok"

@@ -133,7 +133,7 @@ def inner(args) -> int:
         report = st.dir / "report.ndjson"
         argv = [shutil.which("schemathesis") or "schemathesis", "run", str(SPEC), "--url", st.url,
                 "-H", f"Authorization: Bearer {token}", "--checks", "all", "--exclude-checks", "not_a_server_error,unsupported_method,allow_header_conformance",
-                "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", str(args.max_examples),
+                "--phases", args.phases, "--max-examples", str(args.max_examples),
                 "--seed", str(args.seed), "--workers", str(args.workers), "--request-timeout", "90",
                 "--continue-on-failure", "--suppress-health-check", "all", "--no-color",
                 "--report", "ndjson", "--report-ndjson-path", str(report)]
@@ -164,10 +164,11 @@ def inner(args) -> int:
     return 0
 
 
-def run_fuzz(max_examples: int, seed: int, workers: int, duration: int | None = None, log: str | None = None) -> dict:
+def run_fuzz(max_examples: int, seed: int, workers: int, duration: int | None = None, log: str | None = None,
+             phases: str = "examples,coverage,fuzzing,stateful") -> dict:
     out = Path(f"/tmp/hm-fuzz-{os.getpid()}-{time.time_ns()}.json")
     argv = ["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), "--inner", "--out", str(out),
-            "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers)]
+            "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers), "--phases", phases]
     if duration:
         argv += ["--duration", str(duration)]
     if log:
@@ -195,6 +196,75 @@ def verdict(r: dict) -> list[str]:
     return problems
 
 
+# ------------------------------------------------------------------------------------------------
+# Hostile bodies by hand (the shared stack of conftest.py): each is a 400 JSON error, nothing is
+# created, and the very same FastCGI worker processes answer afterwards.
+
+OVERFLOW_BODIES = [
+    ({"size": "7EB", "hotplug_size": "7EB"}, "invalid_hotplug_size"),
+    ({"size": "9223372036854775807GB"}, "invalid_size"),
+    ({"hotplug_size": "9223372036854775807"}, "invalid_hotplug_size"),
+    ({"size": "8EB"}, "invalid_size"),
+    ({"overlay_size": "99999999999999999999999EB"}, "invalid_overlay_size"),
+    ({"overlay_size": "7EB"}, "limit_exceeded"),
+    ({"vcpus": 2 ** 63 - 1}, "Bad Request"),
+    ({"vcpus": 2 ** 62}, "Bad Request"),
+    ({"vcpus": 1e300}, "Bad Request"),
+    ({"volumes": [{"volume_id": "v", "mount_path": "/data", "readonly": True, "overlay": True,
+                   "overlay_size": "7EB"}]}, "limit_exceeded"),
+    ({"volumes": [{"volume_id": "v", "mount_path": "/data", "overlay_size": "99999999999999999999EB"}]},
+     "invalid_overlay_size"),
+]
+
+
+def _worker_pids(stack) -> dict:
+    return {n: p.pid for n, p in stack.procs.items() if n.startswith("fcgi-") and p.poll() is None}
+
+
+@pytest.mark.parametrize("extra,code", OVERFLOW_BODIES, ids=[str(i) for i in range(len(OVERFLOW_BODIES))])
+def test_overflowing_create_is_a_400_and_the_workers_live(stack, auth, extra, code):
+    import requests
+
+    before = _worker_pids(stack)
+    assert len(before) == stack.workers
+    listed = requests.get(stack.url + "/instances", headers=auth, timeout=30).json()
+    body = {"name": "overflow", "image": "docker.io/library/alpine:latest", **extra}
+    # Each worker gets the body at least once (nginx spreads requests over them).
+    for _ in range(2 * stack.workers):
+        r = requests.post(stack.url + "/instances", json=body, headers=auth, timeout=30)
+        assert r.status_code == 400, r.text
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert r.json()["code"] == code, r.text
+        assert set(r.json()) == {"code", "message"}
+    # Still the same processes, and they answer.
+    assert _worker_pids(stack) == before
+    for _ in range(2 * stack.workers):
+        assert requests.get(stack.url + "/instances", headers=auth, timeout=30).json() == listed
+
+
+def test_sum_of_sizes_overflowing_is_refused_in_every_route(stack, auth):
+    """The other entry points of sizes and counts: volumes and ingress ports refuse, never trap."""
+    import requests
+
+    before = _worker_pids(stack)
+    cases = [
+        ("/volumes", {"name": "v", "size_gb": 2 ** 63 - 1}, 400),
+        ("/volumes", {"name": "v", "size_gb": 9e18}, 400),
+        ("/ingresses", {"name": "i", "rules": [{"match": {"hostname": "a.example.com", "port": 2 ** 63 - 1},
+                                                "target": {"instance": "x", "port": 80}}]}, 400),
+        ("/ingresses", {"name": "i", "rules": [{"match": {"hostname": "a.example.com"},
+                                                "target": {"instance": "x", "port": -(2 ** 63)}}]}, 400),
+    ]
+    for path, body, status in cases:
+        r = requests.post(stack.url + path, json=body, headers=auth, timeout=30)
+        assert r.status_code == status, (path, body, r.text)
+        assert set(r.json()) == {"code", "message"}
+    r = requests.post(stack.url + "/volumes/from-archive?name=v&size_gb=99999999999999999999", data=b"x",
+                      headers={**auth, "Content-Type": "application/gzip"}, timeout=30)
+    assert r.status_code == 400 and r.json()["code"] == "invalid_field", r.text
+    assert _worker_pids(stack) == before
+
+
 def _can_fuzz() -> str | None:
     if shutil.which("schemathesis") is None:
         return "schemathesis is not installed (scripts/deps.sh)"
@@ -219,13 +289,14 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=None, help="time budget in seconds (schemathesis --max-time)")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--phases", default="examples,coverage,fuzzing,stateful")
     ap.add_argument("--log", help="write schemathesis' whole output to this file")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
         return inner(args)
-    r = run_fuzz(args.max_examples, args.seed, args.workers, args.duration, args.log)
+    r = run_fuzz(args.max_examples, args.seed, args.workers, args.duration, args.log, args.phases)
     print(r.get("output_tail", ""))
     problems = verdict(r)
     print(json.dumps({k: r.get(k) for k in ("cases", "seconds", "exit", "pids_before", "pids_after")}))

@@ -20,24 +20,35 @@ public enum Names {
     public static let systemDirectories = ["/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root",
                                            "/run", "/sbin", "/sys", "/tmp", "/usr", "/var"]
 
-    /// Cleans an absolute path (`/a//b/./c/../d` → `/a/b/d`); nil when not absolute.
+    /// Cleans an absolute path (`/a//b/./c/../d` → `/a/b/d`); nil when not absolute. Works on the
+    /// UTF-8 bytes: a `/` followed by a combining mark or an emoji modifier is still a separator
+    /// (as Characters they would fuse into one grapheme and hide the `/`).
     public static func cleanAbsolutePath(_ p: String) -> String? {
-        guard p.hasPrefix("/") else { return nil }
-        var parts: [Substring] = []
-        for comp in p.split(separator: "/", omittingEmptySubsequences: true) {
-            if comp == "." { continue }
-            if comp == ".." { if !parts.isEmpty { parts.removeLast() }; continue }
+        let slash = UInt8(ascii: "/"), dot = UInt8(ascii: ".")
+        guard p.utf8.first == slash else { return nil }
+        var parts: [ArraySlice<UInt8>] = []
+        for comp in Array(p.utf8).split(separator: slash, omittingEmptySubsequences: true) {
+            if comp.elementsEqual([dot]) { continue }
+            if comp.elementsEqual([dot, dot]) { if !parts.isEmpty { parts.removeLast() }; continue }
             parts.append(comp)
         }
-        return "/" + parts.joined(separator: "/")
+        var out: [UInt8] = [slash]
+        for (i, c) in parts.enumerated() {
+            if i > 0 { out.append(slash) }
+            out.append(contentsOf: c)
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Why `path` is not an acceptable volume mount path, or nil when it is.
     public static func mountPathProblem(_ path: String) -> String? {
         guard let clean = cleanAbsolutePath(path) else { return "mount_path \(path) must be an absolute path" }
         if path.utf8.contains(0) || path.utf8.count > 4096 { return "mount_path is not a valid path" }
+        let bytes = Array(clean.utf8)
         for dir in systemDirectories {
-            if clean == dir || (dir != "/" && clean.hasPrefix(dir + "/")) {
+            let d = Array(dir.utf8)
+            let under = dir != "/" && bytes.count > d.count && bytes.starts(with: d) && bytes[d.count] == UInt8(ascii: "/")
+            if bytes == d || under {
                 return "mount_path \(clean) is a system directory or under one (\(dir))"
             }
         }

@@ -72,6 +72,15 @@ import Testing
         #expect(!Names.isValidEnvKey(""))
     }
 
+    @Test func mountPathsAreCheckedByteWise() {
+        // "/" followed by an emoji modifier or a combining mark is one grapheme, yet an absolute path.
+        #expect(Names.mountPathProblem("/\u{1F3FB}q") == nil)
+        #expect(Names.cleanAbsolutePath("/\u{1F3FB}q/./x/../y") == "/\u{1F3FB}q/y")
+        #expect(Names.mountPathProblem("/etc/\u{0301}x") != nil)
+        #expect(Names.mountPathProblem("/etc\u{0301}") == nil)
+        #expect(Names.mountPathProblem("/\u{0301}/../etc") != nil)
+    }
+
     @Test func mountPaths() {
         #expect(Names.mountPathProblem("/mnt/data") == nil)
         #expect(Names.mountPathProblem("relative") != nil)
