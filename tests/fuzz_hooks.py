@@ -23,12 +23,8 @@ PULLS = {("POST", "/images"), ("POST", "/instances")}
 
 
 def targz(content) -> bytes:
-    if content is None:
-        content = b""
     if isinstance(content, str):
         content = content.encode("utf-8", "surrogatepass")
-    if not isinstance(content, (bytes, bytearray)):
-        content = repr(content).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         info = tarfile.TarInfo("fuzz/content.bin")
@@ -37,14 +33,20 @@ def targz(content) -> bytes:
     return buf.getvalue()
 
 
+def _is_content(value) -> bool:
+    """A value the schema allows as archive content (a string); anything else is a negative case
+    and is sent as it is, not wrapped into a valid archive."""
+    return isinstance(value, (str, bytes, bytearray))
+
+
 @schemathesis.serializer("application/gzip")
 def gzip_archive(ctx, value):
-    return targz(value)
+    return targz(value) if _is_content(value) else repr(value).encode()
 
 
 @REQUESTS_TRANSPORT.serializer("multipart/form-data")
 def multipart_with_archive(ctx, value):
-    if ctx.case.operation.path == "/volumes" and isinstance(value, dict) and "content" in value:
+    if ctx.case.operation.path == "/volumes" and isinstance(value, dict) and _is_content(value.get("content")):
         value = {**value, "content": targz(value["content"])}
     return _multipart(ctx, value)
 

@@ -130,25 +130,39 @@ def inner(args) -> int:
         token = st.token("fuzzer", ttl=24 * 3600)
         _pull(st.url, token)
         before = {name: p.pid for name, p in st.procs.items() if name != "nginx"}
-        report = st.dir / "report.ndjson"
-        argv = [shutil.which("schemathesis") or "schemathesis", "run", str(SPEC), "--url", st.url,
-                "-H", f"Authorization: Bearer {token}", "--checks", "all", "--exclude-checks", "not_a_server_error,unsupported_method,allow_header_conformance",
-                "--phases", args.phases, "--max-examples", str(args.max_examples),
-                "--seed", str(args.seed), "--workers", str(args.workers), "--request-timeout", "90",
-                "--continue-on-failure", "--suppress-health-check", "all", "--no-color",
-                "--report", "ndjson", "--report-ndjson-path", str(report)]
-        if args.duration:
-            argv += ["--max-time", str(args.duration)]
-        started = time.time()
         env = dict(os.environ, SCHEMATHESIS_HOOKS="fuzz_hooks",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run(argv, cwd=st.dir, capture_output=True, text=True, env=env)
-        result["seconds"] = round(time.time() - started, 1)
-        result["exit"] = proc.returncode
-        result["output_tail"] = proc.stdout[-12000:] + proc.stderr[-3000:]
+        # Two passes on the same stack: the examples and coverage phases (boundary and negative
+        # cases; their cost grows fast with --max-examples, so they get a few), then fuzzing and
+        # the stateful phase with the full count.
+        passes = [("examples,coverage", args.coverage_examples), ("fuzzing,stateful", args.max_examples)]
+        result.update({"cases": 0, "failures": {}, "errors": [], "exit": 0, "output_tail": "", "seconds": 0.0})
+        logs = []
+        for i, (phases, examples) in enumerate(passes):
+            report = st.dir / f"report-{i}.ndjson"
+            argv = [shutil.which("schemathesis") or "schemathesis", "run", str(SPEC), "--url", st.url,
+                    "-H", f"Authorization: Bearer {token}", "--checks", "all",
+                    # replaced by the stricter or better-informed variants in fuzz_hooks.py
+                    "--exclude-checks", "not_a_server_error,unsupported_method,allow_header_conformance",
+                    "--phases", phases, "--max-examples", str(examples),
+                    "--seed", str(args.seed), "--workers", str(args.workers), "--request-timeout", "90",
+                    "--continue-on-failure", "--suppress-health-check", "all", "--no-color",
+                    "--report", "ndjson", "--report-ndjson-path", str(report)]
+            if args.duration:
+                argv += ["--max-time", str(args.duration)]
+            started = time.time()
+            proc = subprocess.run(argv, cwd=st.dir, capture_output=True, text=True, env=env)
+            result["seconds"] = round(result["seconds"] + time.time() - started, 1)
+            result["exit"] = result["exit"] or proc.returncode
+            result["output_tail"] += f"== {phases} ==\n" + proc.stdout[-8000:] + proc.stderr[-2000:]
+            logs.append(f"== {phases} (--max-examples {examples}) ==\n" + proc.stdout + proc.stderr)
+            part = _summarise(report) if report.exists() else {"cases": 0, "failures": {}, "errors": [f"no report ({phases})"]}
+            result["cases"] += part["cases"]
+            result["errors"] += part["errors"]
+            for k, v in part["failures"].items():
+                result["failures"].setdefault(k, []).extend(v)
         if args.log:
-            Path(args.log).write_text(proc.stdout + proc.stderr)
-        result.update(_summarise(report) if report.exists() else {"cases": 0, "failures": {}, "errors": ["no report"]})
+            Path(args.log).write_text("\n".join(logs))
         after = {name: (p.pid if p.poll() is None else None) for name, p in st.procs.items() if name != "nginx"}
         result["pids_before"], result["pids_after"] = before, after
         # The workers still answer (through nginx) after the run.
@@ -165,10 +179,11 @@ def inner(args) -> int:
 
 
 def run_fuzz(max_examples: int, seed: int, workers: int, duration: int | None = None, log: str | None = None,
-             phases: str = "examples,coverage,fuzzing,stateful") -> dict:
+             coverage_examples: int = 5) -> dict:
     out = Path(f"/tmp/hm-fuzz-{os.getpid()}-{time.time_ns()}.json")
     argv = ["unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), "--inner", "--out", str(out),
-            "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers), "--phases", phases]
+            "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers),
+            "--coverage-examples", str(coverage_examples)]
     if duration:
         argv += ["--duration", str(duration)]
     if log:
@@ -278,6 +293,7 @@ def _can_fuzz() -> str | None:
 @pytest.mark.skipif(_can_fuzz() is not None, reason=_can_fuzz() or "")
 def test_schemathesis_finds_nothing():
     r = run_fuzz(max_examples=int(os.environ.get("HYPEMAN_FUZZ_EXAMPLES", "40")), seed=18, workers=2)
+    print(f"fuzz: {r.get('cases')} cases in {r.get('seconds')} s")
     problems = verdict(r)
     assert not problems, "\n".join(problems) + "\n\n" + r.get("output_tail", "")[-6000:]
     assert r["cases"] >= MIN_CASES, f"only {r['cases']} cases ran\n" + r.get("output_tail", "")[-3000:]
@@ -289,14 +305,14 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=None, help="time budget in seconds (schemathesis --max-time)")
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--phases", default="examples,coverage,fuzzing,stateful")
+    ap.add_argument("--coverage-examples", type=int, default=5, help="cases per operation in the coverage pass")
     ap.add_argument("--log", help="write schemathesis' whole output to this file")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
         return inner(args)
-    r = run_fuzz(args.max_examples, args.seed, args.workers, args.duration, args.log, args.phases)
+    r = run_fuzz(args.max_examples, args.seed, args.workers, args.duration, args.log, args.coverage_examples)
     print(r.get("output_tail", ""))
     problems = verdict(r)
     print(json.dumps({k: r.get(k) for k in ("cases", "seconds", "exit", "pids_before", "pids_after")}))

@@ -42,9 +42,15 @@ enum VolumeRoutes {
         return an(b[0]) && b.allSatisfy { an($0) || $0 == 45 || $0 == 95 || $0 == 46 }
     }
 
+    /// The largest volume: a volume is one file, and 16 TiB is the largest file ext4 holds (4 KiB
+    /// blocks); beyond it the disk could not be sized and the create would fail on the host.
+    static let maxSizeGB: Int64 = 16384
+
     static func checkFields(name: String, sizeGB: Int64, id: String?) throws {
         if name.isEmpty || name.utf8.count > 255 { throw APIError(.invalidField, "name must be 1 to 255 characters") }
-        if sizeGB < 1 || sizeGB > 65536 { throw APIError(.invalidField, "size_gb must be a positive integer (1 to 65536)") }
+        if sizeGB < 1 || sizeGB > maxSizeGB {
+            throw APIError(.invalidField, "size_gb must be a positive integer (1 to \(maxSizeGB))")
+        }
         if let id, !validID(id) {
             throw APIError(.invalidField, "id must be 1-64 characters of letters, digits, '-', '_' or '.', starting with a letter or digit")
         }
