@@ -193,7 +193,11 @@ def test_client_mistakes_are_4xx_with_catalogue_codes():
     assert error_codes("/volumes/{id}", "delete", "409") == {"ambiguous", "conflict"}
     assert error_codes("/images", "post", "400") == {"Bad Request", "invalid_name"}
     assert error_codes("/images", "post", "404") == {"not_found"}
-    assert error_codes("/images/{name}", "get", "400") == {"invalid_name"}
+    assert error_codes("/images/{name}", "get", "400") == {"invalid_name", "bad_request"}
+    # Every operation with a path parameter declares the edge's 400 for a non-canonical path.
+    for path, method, op in operations():
+        if "{" in path:
+            assert "bad_request" in error_codes(path, method, "400"), (path, method)
     for op in ("standby", "restore", "stop", "start"):
         assert error_codes(f"/instances/{{id}}/{op}", "post", "409") == {"ambiguous", "invalid_state"}
     assert error_codes("/instances/{id}/logs", "get", "404") == {"not_found", "log_not_found"}
