@@ -269,7 +269,7 @@ def test_32_concurrent_creates_with_one_name_exactly_one_wins(stack, auth):
     finally:
         prov.send_signal(signal.SIGCONT)
         ex.shutdown(wait=True)
-    winner = [r for r in (f.result() for f in futs) if r.status_code != 400]
+    winner = [r for r in (f.result() for f in futs) if r.status_code != 409]
     assert len(winner) == 1
     assert winner[0].status_code in (201, 500)
     if winner[0].status_code == 201:
