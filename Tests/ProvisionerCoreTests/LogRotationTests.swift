@@ -94,4 +94,29 @@ import Model
         #expect(FileManager.default.fileExists(atPath: GuestLogFiles.rotated(.app, 1, in: d)))
         #expect(!FileManager.default.fileExists(atPath: GuestLogFiles.rotated(.app, 2, in: d)))
     }
+
+    /// A writer that opened its file without O_APPEND (as Cloud Hypervisor opens its serial
+    /// file) is switched to append, so after copy-truncate it writes at the start again.
+    @Test func nonAppendingWriterIsSwitchedToAppend() throws {
+        let d = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let live = GuestLogFiles.live(.app, in: d)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "exec 3>\"$1\"; i=0; while :; do echo \"line $i\" >&3; i=$((i+1)); sleep 0.005; done", "sh", live]
+        try p.run()
+        defer { p.terminate(); p.waitUntilExit() }
+        while (LogRotation.size(live) ?? 0) < 2000 { usleep(10_000) }
+        #expect(AppendMode.descriptors(pid: p.processIdentifier, paths: [live]).first.map { $0.flags & Int(O_APPEND) } == 0)
+        #expect(try AppendMode.ensure(pid: p.processIdentifier, paths: [live]) == 1)
+        #expect(AppendMode.descriptors(pid: p.processIdentifier, paths: [live]).first.map { $0.flags & Int(O_APPEND) != 0 } == true)
+        #expect(try AppendMode.ensure(pid: p.processIdentifier, paths: [live]) == 0)   // already appending
+        let moved = try LogRotation.copyTruncate(.app, in: d, files: 2)
+        #expect(moved >= 2000)
+        usleep(100_000)
+        // Without O_APPEND the file would be at least `moved` bytes again (a hole, then new lines).
+        let after = LogRotation.size(live) ?? 0
+        #expect(after > 0 && after < moved)
+        #expect(Self.text(live)?.hasPrefix("line ") == true)
+    }
 }

@@ -165,7 +165,7 @@ public final class InstanceManager: @unchecked Sendable {
             throw APIError(.internalError, "the \(driver.kind) VMM failed to start the VM: \(error) (see the vmm log)")
         }
         setVM(inst.id, vm)
-        logWatcher.watch(inst.id, logDir: logDir(inst.id))
+        logWatcher.watch(inst.id, logDir: logDir(inst.id), pid: vm.pid)
         if inst.hotplugSize > 0 && driver.capabilities.memoryResize {
             do { try vm.resizeMemory(to: inst.size + inst.hotplugSize) } catch {
                 note(inst.id, "memory hotplug to \(Size.format(inst.size + inst.hotplugSize)) failed: \(error)", level: "WARN")
@@ -356,7 +356,7 @@ public final class InstanceManager: @unchecked Sendable {
             throw error
         }
         setVM(inst.id, vm)
-        logWatcher.watch(inst.id, logDir: logDir(inst.id))   // the restored VMM writes the same live files
+        logWatcher.watch(inst.id, logDir: logDir(inst.id), pid: vm.pid)   // the restored VMM writes the same live files
         try? FileManager.default.removeItem(atPath: snap)
         // Running at once: standby needs Running, so the agent frozen in the snapshot had answered
         // and goes on where it was. Its link reconnects in the background (exec waits for it).
@@ -460,7 +460,7 @@ public final class InstanceManager: @unchecked Sendable {
                let image = try? imageConfig(inst, store: store), let sp = try? spec(inst, image: image, net: nil),
                let vm = driver.attach(sp, pid: Int32(pid)) {
                 setVM(inst.id, vm)
-                logWatcher.watch(inst.id, logDir: logDir(inst.id))   // adopted VMs are rotated again
+                logWatcher.watch(inst.id, logDir: logDir(inst.id), pid: Int32(pid))   // adopted VMs are rotated again
                 if (try? vm.state()) == .paused {
                     // An interrupted standby: the snapshot may be partial; keep the VM running.
                     try? vm.resume()

@@ -35,7 +35,16 @@ public final class GuestLogWatcher: @unchecked Sendable {
     public var watched: Set<String> { lock.lock(); defer { lock.unlock() }; return Set(dirs.keys) }
 
     /// Starts watching an instance's log directory (idempotent); starts the thread on first use.
-    public func watch(_ id: String, logDir: String) {
+    /// With the VMM's `pid`, its descriptors on the log files are made append-only first (see
+    /// `AppendMode`), so copy-truncate works whatever flags the VMM opened them with.
+    public func watch(_ id: String, logDir: String, pid: Int32? = nil) {
+        if let pid {
+            let files = GuestLogSource.allCases.filter(\.writtenByVMM).map { GuestLogFiles.live($0, in: logDir) }
+            do { try AppendMode.ensure(pid: pid, paths: files) } catch {
+                log.warning("cannot make the VMM's log descriptors append-only; rotation leaves sparse files",
+                            ["instance_id": id, "pid": String(pid), "error": "\(error)"])
+            }
+        }
         lock.lock()
         if let wd = watches.removeValue(forKey: id) { inotify_rm_watch(inotifyFD, wd) }
         dirs[id] = logDir
