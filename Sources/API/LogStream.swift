@@ -65,6 +65,8 @@ enum LogStream {
                                             ("X-Accel-Buffering", "no")])
         // The tail reads the rotated files (oldest first) and the live one as one sequence.
         var segments = LogSegments.open(source, in: dir, live: fd)
+        // Rotation is noticed against the `.1` the tail read, not an older or newer one.
+        follower.rotatedInode = segments.newestRotatedInode
         let t = tailLines(&segments, tail, maxBytes: maxTailBytes, maxLine: maxLineBytes)
         var out: [UInt8] = []
         for l in t.lines { out += event(l) }
@@ -225,6 +227,13 @@ struct LogSegments {
         }
         bytesRead += Int64(out.count)
         return out
+    }
+
+    /// The inode of `.1` as opened (nil when there is no rotated file).
+    var newestRotatedInode: UInt64? {
+        guard fds.count >= 2 else { return nil }
+        var st = stat()
+        return fstat(fds[fds.count - 2], &st) == 0 ? UInt64(st.st_ino) : nil
     }
 
     /// Closes the rotated files (the live one belongs to the caller).
