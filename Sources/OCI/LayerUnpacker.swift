@@ -123,6 +123,8 @@ public final class LayerUnpacker {
             archive_read_support_filter_gzip(a)
             archive_read_support_filter_zstd(a)
             guard archive_read_open_filename(a, layer.path, 1 << 20) == ARCHIVE_OK else {
+                // Bad content is the layer's fault (named by its label); anything else is the host's.
+                if archive_errno(a) == EILSEQ { throw .unsafeLayer("\(layer.label): not a tar archive: \(Self.archiveError(a))") }
                 throw .io("cannot open layer \(layer.path): \(Self.archiveError(a))")
             }
         }
