@@ -5,10 +5,14 @@ import Model
 import JSON
 import Store
 
-func scratchDir(_ tag: String) -> String {
-    let d = NSTemporaryDirectory() + "hm-\(tag)-" + UUID().uuidString.prefix(8)
-    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
+/// A scratch directory removed when the test ends.
+final class Scratch {
+    let path: String
+    init(_ tag: String) {
+        path = NSTemporaryDirectory() + "hm-secprov-\(tag)-" + UUID().uuidString.prefix(8)
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 func testConfig(_ dir: String, _ extra: [String: String] = [:]) throws -> ProvisionerConfig {
@@ -27,7 +31,7 @@ func testConfig(_ dir: String, _ extra: [String: String] = [:]) throws -> Provis
     }
 
     @Test func configReadsTheLimitsAndRefusesNonsense() throws {
-        let dir = scratchDir("cfg")
+        let scratch = Scratch("cfg"); defer { withExtendedLifetime(scratch) {} }; let dir = scratch.path
         let c = try testConfig(dir, ["JOB_MAX_ATTEMPTS": "5", "JOB_RETRY_BACKOFF_SECONDS": "0.5", "MAX_IMAGE_SIZE": "2GB"])
         #expect(c.jobRetry == JobRetryPolicy(maxAttempts: 5, baseDelay: 0.5))
         #expect(c.maxImageBytes == 2 << 30)
@@ -43,7 +47,7 @@ func testConfig(_ dir: String, _ extra: [String: String] = [:]) throws -> Provis
     /// A job that dies with the Provisioner every time: re-queued with backoff (respected), then
     /// failed after JOB_MAX_ATTEMPTS starts, with the error on its resource.
     @Test func crashingJobEndsFailedAfterTheCap() throws {
-        let dir = scratchDir("retry")
+        let scratch = Scratch("retry"); defer { withExtendedLifetime(scratch) {} }; let dir = scratch.path
         let config = try testConfig(dir, ["JOB_MAX_ATTEMPTS": "3", "JOB_RETRY_BACKOFF_SECONDS": "0.2"])
         let store = try Store(path: config.dbPath)
         try store.insertVolume(id: "v1", name: "v1", sizeGB: 1, maxTotalGB: 0)
@@ -77,7 +81,7 @@ func testConfig(_ dir: String, _ extra: [String: String] = [:]) throws -> Provis
 
 @Suite struct ProvisionerLockTests {
     @Test func secondLockIsRefusedNamingTheHolder() throws {
-        let dir = scratchDir("lock")
+        let scratch = Scratch("lock"); defer { withExtendedLifetime(scratch) {} }; let dir = scratch.path
         let first = try ProvisionerLock(path: dir + "/provisioner.lock")
         do {
             _ = try ProvisionerLock(path: dir + "/provisioner.lock")
@@ -99,7 +103,7 @@ func testConfig(_ dir: String, _ extra: [String: String] = [:]) throws -> Provis
 
     @Test(.enabled(if: provisionerBinary != nil, "needs the hypeman-provisioner binary (swift build)"))
     func secondProvisionerProcessExitsAtOnce() throws {
-        let dir = scratchDir("lock2")
+        let scratch = Scratch("lock2"); defer { withExtendedLifetime(scratch) {} }; let dir = scratch.path
         let held = try ProvisionerLock(path: dir + "/provisioner.lock")
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.provisionerBinary!)
@@ -126,7 +130,7 @@ func testConfig(_ dir: String, _ extra: [String: String] = [:]) throws -> Provis
 
 @Suite struct UploadSweeperTests {
     @Test func removesOnlyOldUnreferencedUploads() throws {
-        let dir = scratchDir("uploads")
+        let scratch = Scratch("uploads"); defer { withExtendedLifetime(scratch) {} }; let dir = scratch.path
         let uploads = dir + "/uploads"
         try FileManager.default.createDirectory(atPath: uploads, withIntermediateDirectories: true)
         let store = try Store(path: dir + "/t.db")
