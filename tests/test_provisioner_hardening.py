@@ -149,3 +149,29 @@ def test_build_interrupted_by_every_crash_ends_failed_after_the_cap(hstack, haut
     # POST again retries from scratch (and would stall again): it is pending or pulling, not failed.
     post_image(hstack, hauth, name)
     assert wait_image(hstack, hauth, name, states=("pending", "pulling"), timeout=30)["status"] in ("pending", "pulling")
+
+
+def lying_targz():
+    """A gzip tar whose second entry's header claims 2^63-2 bytes (fake-registry.py's tarbomb layer)."""
+    path = HERE / "fixtures" / "fake-registry.py"
+    ns = {}
+    exec(compile(path.read_text().split("# A parent")[0], str(path), "exec"), ns)
+    return ns["TARBOMB"]
+
+
+def test_lying_volume_archive_is_refused_and_the_provisioner_lives(hstack, hauth):
+    pid = provisioner(hstack)
+    r = requests.post(hstack.url + "/volumes", headers=hauth, timeout=120,
+                      files={"name": (None, "liar"), "size_gb": (None, "1"), "content": ("data.tar.gz", lying_targz())})
+    assert 400 <= r.status_code < 500, r.text
+    body = r.json()
+    assert body["code"] == "archive_too_large", body
+    assert str(hstack.dir) not in body["message"], body
+    assert provisioner(hstack) == pid
+    names = [v["name"] for v in requests.get(hstack.url + "/volumes", headers=hauth, timeout=10).json()]
+    assert "liar" not in names
+    assert not list((hstack.data_dir / "uploads").glob("*.upload")), "staged upload removed"
+    # The same provisioner still creates volumes.
+    ok = requests.post(hstack.url + "/volumes", headers=hauth, json={"name": "fine", "size_gb": 1}, timeout=120)
+    assert ok.status_code == 201, ok.text
+    assert provisioner(hstack) == pid

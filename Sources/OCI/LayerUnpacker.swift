@@ -116,8 +116,11 @@ public final class LayerUnpacker {
         if inflateOnThread, layer.compression != .none, let inf = Inflater(path: layer.path, label: layer.label) {
             inflater = inf
             guard archive_read_open_fd(a, inf.readFD, 1 << 20) == ARCHIVE_OK else {
-                inf.finish()
-                throw .io("cannot read \(layer.path): \(Self.archiveError(a))")
+                // What the inflater reads is the layer's content: a failure here is the layer's
+                // (the inflater's own error, if it had one, says more).
+                let why = Self.archiveError(a)
+                if let e = inf.finish() { throw e }
+                throw .unsafeLayer("\(layer.label): not a tar archive: \(why)")
             }
         } else {
             archive_read_support_filter_gzip(a)
