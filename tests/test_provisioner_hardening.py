@@ -36,7 +36,7 @@ def fake_registry():
 def hstack(fake_registry):
     st = Stack(workers=1, threads=8)
     st.extra_env = {"INSECURE_REGISTRIES": f"{st.registry.hostport},{fake_registry}",
-                    "JOB_MAX_ATTEMPTS": "3", "JOB_RETRY_BACKOFF_SECONDS": "0.2"}
+                    "JOB_MAX_ATTEMPTS": "3", "JOB_RETRY_BACKOFF_SECONDS": "0.2", "UPLOAD_SWEEP_SECONDS": "1"}
     st.start()
     st.push_test_images()
     yield st
@@ -175,3 +175,19 @@ def test_lying_volume_archive_is_refused_and_the_provisioner_lives(hstack, hauth
     ok = requests.post(hstack.url + "/volumes", headers=hauth, json={"name": "fine", "size_gb": 1}, timeout=120)
     assert ok.status_code == 201, ok.text
     assert provisioner(hstack) == pid
+
+
+def test_stale_staged_uploads_are_swept(hstack):
+    uploads = hstack.data_dir / "uploads"
+    uploads.mkdir(exist_ok=True)
+    stale, fresh = uploads / "crashed.upload", uploads / "receiving.upload"
+    stale.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"still arriving")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    deadline = time.time() + 10
+    while stale.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not stale.exists(), "a stale upload was not swept"
+    assert fresh.exists(), "an upload still being written was swept"
+    fresh.unlink()
