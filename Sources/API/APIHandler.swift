@@ -27,10 +27,18 @@ public final class APIHandler: RequestHandler {
     }
 
     public func handle(_ request: Request, _ ex: any Exchange) {
-        guard let segs = pathSegments(request.path) else {
-            return sendError(ex, APIError(.badRequest, "malformed percent-encoding in path"))
+        // Route on exactly the path nginx authorised (checkedSegments), and only with the subject
+        // nginx hands on after checking the bearer token, except on open routes.
+        let segs: [String]
+        switch checkedSegments(request.path, documentURI: request.documentURI) {
+        case .ok(let s): segs = s
+        case .refused(let why): return sendError(ex, APIError(.badRequestDomain, why))
         }
-        switch Router.shared.find(method: request.method, segments: segs) {
+        let outcome = Router.shared.find(method: request.method, segments: segs)
+        if request.subject.isEmpty {
+            if case .matched(let route, _) = outcome, route.open {} else { return sendUnauthorized(ex) }
+        }
+        switch outcome {
         case .notFound:
             sendError(ex, APIError(.notFound, "no route for \(request.method) \(request.path)"))
         case .methodNotAllowed(let allowed):
@@ -64,6 +72,14 @@ public final class APIHandler: RequestHandler {
     func sendNoContent(_ ex: any Exchange, status: Int = 204) {
         ex.writeHead(status: status, headers: [])
     }
+
+    /// 401 as nginx answers it (same body shape and headers): no authenticated subject.
+    func sendUnauthorized(_ ex: any Exchange) {
+        send(ex, status: 401, Self.unauthorizedBody,
+             headers: [("WWW-Authenticate", "Bearer"), ("Cache-Control", "no-store")])
+    }
+
+    static let unauthorizedBody: [UInt8] = Array(#"{"code":"Unauthorized","message":"authorization header required"}"#.utf8)
 
     func sendError(_ ex: any Exchange, _ e: APIError, headers: [(String, String)] = []) {
         send(ex, status: e.status, ["code": .string(e.code.rawValue), "message": .string(e.message)], headers: headers)
