@@ -232,11 +232,16 @@ fastcgi_read_timeout 300s;
 # nginx's own errors are JSON too, so clients never see an HTML page. These do not touch app
 # responses (fastcgi_intercept_errors is off), so the app's JSON errors pass unchanged.
 error_page 401 @hypeman_401;
-error_page 400 @hypeman_400;
+# 400 and 414 can come from the request line itself (a bad escape, NUL, '..' above the root,
+# a URI too long), before there is a URI: nginx cannot redirect those to a named location
+# ("empty URI in redirect to named location", then a 500 HTML page), so they go to internal URIs.
+error_page 400 /.hypeman-error/400;
 error_page 404 @hypeman_404;
-error_page 405 @hypeman_405;
+error_page 405 = @hypeman_405;
 error_page 413 @hypeman_413;
-error_page 414 @hypeman_414;
+error_page 414 /.hypeman-error/414;
+# Headers too large (494) and plain HTTP on the TLS port (497): nginx's 400s, as JSON.
+error_page 494 497 =400 /.hypeman-error/400;
 error_page 500 @hypeman_500;
 error_page 502 @hypeman_502;
 error_page 503 @hypeman_503;
@@ -246,19 +251,19 @@ location @hypeman_401 {
     add_header Cache-Control no-store always;
     return 401 '{"code":"Unauthorized","message":"invalid token"}\n';
 }
-location @hypeman_400 { return 400 '{"code":"bad_request","message":"malformed request"}\n'; }
+location = /.hypeman-error/400 { internal; return 400 '{"code":"bad_request","message":"malformed request"}\n'; }
 location @hypeman_404 { return 404 '{"code":"not_found","message":"resource not found"}\n'; }
 # nginx answers 405 itself only from static files (/openapi.yaml), which allow GET and HEAD,
 # and for TRACE on any path, which is answered 501 instead (no Allow list fits every path).
 location @hypeman_405 {
+    add_header Allow \$hypeman_static_allow always;
     if (\$request_method = TRACE) {
         return 501 '{"code":"not_implemented","message":"method TRACE is not implemented"}\n';
     }
-    add_header Allow "GET, HEAD" always;
     return 405 '{"code":"method_not_allowed","message":"method not allowed; allowed: GET, HEAD"}\n';
 }
 location @hypeman_413 { return 413 '{"code":"payload_too_large","message":"request body too large"}\n'; }
-location @hypeman_414 { return 414 '{"code":"uri_too_long","message":"request URI too long"}\n'; }
+location = /.hypeman-error/414 { internal; return 414 '{"code":"uri_too_long","message":"request URI too long"}\n'; }
 location @hypeman_500 { return 500 '{"code":"internal_error","message":"internal error at the edge"}\n'; }
 location @hypeman_502 { return 502 '{"code":"unavailable","message":"API workers unavailable"}\n'; }
 location @hypeman_503 { return 503 '{"code":"unavailable","message":"service unavailable"}\n'; }
@@ -271,7 +276,13 @@ location = /health {
     fastcgi_param HTTP_X_AUTH_SUBJECT "";
 }
 
+# nginx serves this one itself, so it checks the path itself: only the canonical spelling
+# (not /volumes/..%2Fopenapi.yaml, which nginx also resolves to here). The app checks the
+# paths of the FastCGI locations (/health included) against DOCUMENT_URI.
 location = /openapi.yaml {
+    if (\$request_uri !~ "^/openapi\.yaml(\?|\$)") {
+        return 400;
+    }
     alias $openapi;
     default_type application/yaml;
     types { }
@@ -426,6 +437,11 @@ EOF
 # The exec gateway (a Unix socket of the Provisioner) and WebSocket upgrade headers for it.
 upstream hypeman_exec {
     server unix:$exec_sock;
+}
+# Allow of nginx's own 405s (static files: GET, HEAD); none on the 501 for TRACE.
+map \$request_method \$hypeman_static_allow {
+    default "GET, HEAD";
+    TRACE "";
 }
 map \$http_upgrade \$hypeman_connection_upgrade {
     default upgrade;

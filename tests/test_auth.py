@@ -315,7 +315,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def own_edge(secret: str | None, auth_cache: str):
+def own_edge(secret: str | None, auth_cache: str, extra_env: dict | None = None):
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix="hm-auth-", dir="/tmp"))
     work.chmod(0o755)
@@ -324,7 +324,7 @@ def own_edge(secret: str | None, auth_cache: str):
     env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
     env.update({"HYPEMAN_RUN_DIR": str(work / "run"), "HYPEMAN_HTTP_LISTEN": f"127.0.0.1:{port}",
                 "HYPEMAN_HTTPS_LISTEN": "", "HYPEMAN_SHARE_DIR": str(REPO), "HYPEMAN_NGINX_WORKERS": "2",
-                "HYPEMAN_BENCH": "1", "HYPEMAN_AUTH_CACHE": auth_cache})
+                "HYPEMAN_BENCH": "1", "HYPEMAN_AUTH_CACHE": auth_cache, **(extra_env or {})})
     subprocess.run(["bash", str(REPO / "nginx" / "render.sh"), str(work / "nginx")], env=env, check=True,
                    capture_output=True)
     if secret is not None:

@@ -36,12 +36,16 @@ public final class APIHandler: RequestHandler {
         }
         let outcome = Router.shared.find(method: request.method, segments: segs)
         if request.subject.isEmpty {
-            if case .matched(let route, _) = outcome, route.open {} else { return sendUnauthorized(ex) }
+            switch outcome {
+            case .matched(let route, _) where route.open: break
+            case .methodNotAllowed(_, open: true): break
+            default: return sendUnauthorized(ex)
+            }
         }
         switch outcome {
         case .notFound:
             sendError(ex, APIError(.notFound, "no route for \(request.method) \(request.path)"))
-        case .methodNotAllowed(let allowed):
+        case .methodNotAllowed(let allowed, _):
             sendError(ex, APIError(.methodNotAllowed, "method \(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))"),
                       headers: [("Allow", allowed.joined(separator: ", "))])
         case .matched(let route, let params):

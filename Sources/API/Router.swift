@@ -211,18 +211,21 @@ struct Router: Sendable {
 
     enum Outcome {
         case matched(Route, [String: String])
-        case methodNotAllowed([String])
+        /// The path exists with other methods; `open`: it is an open path (`/health`).
+        case methodNotAllowed([String], open: Bool)
         case notFound
     }
 
     func find(method: String, segments: [String]) -> Outcome {
         var allowed: [String] = []
+        var open = true
         for r in routes {
             guard let params = r.match(segments) else { continue }
             if r.method == method || (method == "HEAD" && r.method == "GET") { return .matched(r, params) }
             allowed.append(r.method)
+            open = open && r.open
         }
-        return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed)
+        return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed, open: open)
     }
 
     static let shared: Router = {

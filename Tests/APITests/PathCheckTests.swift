@@ -77,7 +77,10 @@ import JSON
             return ex
         }
         #expect(call("GET", "/health", subject: "").status == 200)
-        for (method, path) in [("GET", "/instances"), ("DELETE", "/volumes/x"), ("GET", "/nope"), ("PUT", "/health"),
+        // A wrong method on the open path is its 405 (with Allow), not a 401.
+        let wrong = call("PUT", "/health", subject: "")
+        #expect(wrong.status == 405 && wrong.headers.contains { $0.0 == "Allow" && $0.1 == "GET" })
+        for (method, path) in [("GET", "/instances"), ("DELETE", "/volumes/x"), ("GET", "/nope"), ("PUT", "/instances"),
                                ("GET", "/_bench/hello"), ("POST", "/images")] {
             let ex = call(method, path, subject: "")
             #expect(ex.status == 401, "\(method) \(path)")
