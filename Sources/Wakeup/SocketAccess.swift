@@ -79,17 +79,22 @@ public struct SocketAccess: Sendable, Equatable {
         apply(path, mode: socketMode, fallback: 0o600)
     }
 
-    /// Creates `path` when missing and gives it its group and mode (`0750`/`0700`). An existing
-    /// directory owned by another user is left alone. Returns an error text on failure.
+    /// Creates `path` when missing, with its group and mode (`0750`/`0700`). An existing
+    /// directory is left as it is (it may be systemd's RuntimeDirectory, or one an operator
+    /// chose and shares); when other users may enter it, the answer says so, to be logged (the
+    /// sockets' own modes still keep them out). Returns an error or warning text, or nil.
     @discardableResult
     public func prepareDirectory(_ path: String) -> String? {
-        if mkdir(path, directoryMode) != 0 && errno != EEXIST {
-            return "cannot create \(path): \(String(cString: strerror(errno)))"
+        if mkdir(path, directoryMode) == 0 {
+            return apply(path, mode: directoryMode, fallback: 0o700)
         }
+        guard errno == EEXIST else { return "cannot create \(path): \(String(cString: strerror(errno)))" }
         var st = stat()
         guard stat(path, &st) == 0 else { return "cannot stat \(path): \(String(cString: strerror(errno)))" }
-        guard st.st_uid == geteuid() else { return nil }
-        return apply(path, mode: directoryMode, fallback: 0o700)
+        if st.st_mode & 0o007 != 0 {
+            return "\(path) is open to other users (mode \(String(st.st_mode & 0o7777, radix: 8))); make it 0750 root:\(groupName)"
+        }
+        return nil
     }
 
     private func apply(_ path: String, mode: mode_t, fallback: mode_t) -> String? {
