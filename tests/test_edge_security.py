@@ -115,6 +115,33 @@ def test_encoded_paths_never_reach_a_route_without_a_token(stack, bait, method):
     assert 400 in seen.values()
 
 
+def test_over_tls_and_in_absolute_form_too(stack, bait):
+    """The TLS server shares the locations; absolute-form request lines ("DELETE http://h/p") are
+    read the same way."""
+    import ssl
+    ctx = ssl._create_unverified_context()
+    for path in attack_paths():
+        conn = http.client.HTTPSConnection("127.0.0.1", stack.https_port, timeout=30, context=ctx)
+        try:
+            conn.request("DELETE", path)
+            r = conn.getresponse()
+            assert r.status in (400, 401), (path, r.status)
+            r.read()
+        finally:
+            conn.close()
+    for target in OPEN:
+        for line in (f"DELETE http://x/volumes/..%2F{target} HTTP/1.1", f"DELETE http://x/volumes/%2e%2e/{target} HTTP/1.1"):
+            with socket.create_connection(("127.0.0.1", stack.http_port), timeout=30) as s:
+                s.sendall(f"{line}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            status = int(data.split(b" ", 2)[1])
+            assert status in (400, 401), (line, data[:300])
+    for vid in bait:
+        assert any(v["id"] == vid for v in volumes(stack))
+
+
 def test_the_same_paths_are_refused_with_a_token_too(stack, bait):
     """With a valid token nginx sends them all to the app, which refuses the ones it would read
     differently from nginx (400), so the bait is not hit through the token-protected path either."""
