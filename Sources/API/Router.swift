@@ -1,4 +1,7 @@
 import FastCGI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Splits a raw path into percent-decoded segments. `%2F` inside a segment stays inside it, so
 /// `/images/docker.io%2Flibrary%2Falpine:latest` has two segments. nil on a malformed escape,
@@ -61,7 +64,7 @@ func checkedSegments(_ rawPath: String, documentURI: String) -> PathCheck {
         guard !documentURI.isEmpty else { return .ok(out) }
         // The common case costs one comparison: nothing to decode or merge.
         if !anyEscape && !repeatedSlash {
-            return documentURI.utf8.elementsEqual(bytes) ? .ok(out) : .refused(mismatch)
+            return sameBytes(documentURI, bytes) ? .ok(out) : .refused(mismatch)
         }
         return canonicalMatches(bytes, documentURI) ? .ok(out) : .refused(mismatch)
     }
@@ -89,6 +92,14 @@ private func isDotSegment(_ raw: UnsafeBufferPointer<UInt8>) -> Bool {
     (raw.count == 1 && raw[0] == UInt8(ascii: ".")) || (raw.count == 2 && raw[0] == UInt8(ascii: ".") && raw[1] == UInt8(ascii: "."))
 }
 
+/// Whether `text`'s UTF-8 is exactly `bytes` (one memcmp).
+private func sameBytes(_ text: String, _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    var text = text
+    return text.withUTF8 { t in
+        t.count == bytes.count && (t.count == 0 || memcmp(t.baseAddress!, bytes.baseAddress!, t.count) == 0)
+    }
+}
+
 /// Whether `raw`, fully percent-decoded (`%2F` too) with runs of `/` merged, is `uri`.
 private func canonicalMatches(_ raw: UnsafeBufferPointer<UInt8>, _ uri: String) -> Bool {
     var canonical: [UInt8] = []
@@ -106,7 +117,7 @@ private func canonicalMatches(_ raw: UnsafeBufferPointer<UInt8>, _ uri: String) 
         if c == UInt8(ascii: "/") && canonical.last == UInt8(ascii: "/") { continue }
         canonical.append(c)
     }
-    return uri.utf8.elementsEqual(canonical)
+    return canonical.withUnsafeBufferPointer { sameBytes(uri, $0) }
 }
 
 /// Percent-decodes; nil on a malformed escape or invalid UTF-8.
