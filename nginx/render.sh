@@ -237,7 +237,7 @@ error_page 401 @hypeman_401;
 # ("empty URI in redirect to named location", then a 500 HTML page), so they go to internal URIs.
 error_page 400 /.hypeman-error/400;
 error_page 404 @hypeman_404;
-error_page 405 = @hypeman_405;
+error_page 405 = \$hypeman_405_page;
 error_page 413 @hypeman_413;
 error_page 414 /.hypeman-error/414;
 # Headers too large (494) and plain HTTP on the TLS port (497): nginx's 400s, as JSON.
@@ -253,14 +253,18 @@ location @hypeman_401 {
 }
 location = /.hypeman-error/400 { internal; return 400 '{"code":"bad_request","message":"malformed request"}\n'; }
 location @hypeman_404 { return 404 '{"code":"not_found","message":"resource not found"}\n'; }
-# nginx answers 405 itself only from static files (/openapi.yaml), which allow GET and HEAD,
-# and for TRACE on any path, which is answered 501 instead (no Allow list fits every path).
+# nginx answers 405 itself from static files (/openapi.yaml), which allow GET and HEAD, and
+# for TRACE on every path, before choosing a location (\$hypeman_405_page). A TRACE elsewhere
+# is handed to the app after the same bearer check as the path's own location would do (the
+# app answers 401 without a subject): the app knows the path's methods and answers 405 with
+# its Allow, or 404.
 location @hypeman_405 {
-    add_header Allow \$hypeman_static_allow always;
-    if (\$request_method = TRACE) {
-        return 501 '{"code":"not_implemented","message":"method TRACE is not implemented"}\n';
-    }
+    add_header Allow "GET, HEAD" always;
     return 405 '{"code":"method_not_allowed","message":"method not allowed; allowed: GET, HEAD"}\n';
+}
+location @hypeman_trace {
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
 }
 location @hypeman_413 { return 413 '{"code":"payload_too_large","message":"request body too large"}\n'; }
 location = /.hypeman-error/414 { internal; return 414 '{"code":"uri_too_long","message":"request URI too long"}\n'; }
@@ -438,10 +442,12 @@ EOF
 upstream hypeman_exec {
     server unix:$exec_sock;
 }
-# Allow of nginx's own 405s (static files: GET, HEAD); none on the 501 for TRACE.
-map \$request_method \$hypeman_static_allow {
-    default "GET, HEAD";
-    TRACE "";
+# Where nginx's own 405s go (hypeman-locations.conf): TRACE to the app, except on the file
+# nginx serves itself.
+map "\$request_method \$uri" \$hypeman_405_page {
+    default @hypeman_405;
+    "TRACE /openapi.yaml" @hypeman_405;
+    "~^TRACE " @hypeman_trace;
 }
 map \$http_upgrade \$hypeman_connection_upgrade {
     default upgrade;
