@@ -158,6 +158,22 @@ def test_the_same_paths_are_refused_with_a_token_too(stack, bait):
         assert any(v["id"] == vid for v in volumes(stack))
 
 
+def test_regex_locations_reached_by_another_spelling_are_refused_behind_them(stack):
+    """The exec and logs locations are regexes on nginx's decoded path; a path that reaches them
+    only after decoding is refused by the gateway or the app (besides needing a token)."""
+    tok = bearer(stack.token())
+    status, _, data = raw(stack.url, "GET", "/volumes/..%2Finstances%2Fedge-nope%2Flogs", headers=tok)
+    assert status == 400 and json.loads(data)["code"] == "bad_request", data
+    ws = {**tok, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    for path in ("/instances/edge-nope%2F..%2Fedge-nope/exec", "/instances/%2e%2e/instances/edge-nope/exec"):
+        status, _, data = raw(stack.url, "GET", path, headers=ws)
+        assert status in (400, 404), (path, status, data)
+    # Without a token nginx refuses all of them first.
+    status, _, _ = raw(stack.url, "GET", "/instances/edge-nope%2F..%2Fedge-nope/exec")
+    assert status == 401
+
+
 def test_legal_paths_still_work(stack):
     tok = bearer(stack.token())
     # An encoded slash inside a segment stays legal (image names), and merged slashes are fine.
