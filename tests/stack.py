@@ -3,6 +3,11 @@ rendered config (HTTP + TLS), and optionally a local OCI registry with test imag
 
 Used by the pytest fixtures, by bench/, and by `python3 tests/stack.py up` (the README's run
 command). Everything lives in one short temp directory; nothing listens beyond 127.0.0.1.
+
+Supervised by default (`Stack(supervise=True)`), as the systemd units' `Restart=on-failure`: a
+FastCGI worker or the Provisioner that dies is reaped and restarted (see `Supervisor`); stops the
+caller means (`stop_process`, `restart_provisioner`, or `expect_exit(name)` before killing one on
+purpose) are left alone. Restarts are logged to <dir>/supervisor.log and listed in `Stack.restarts`.
 """
 from __future__ import annotations
 
