@@ -234,6 +234,15 @@ def test_a_stored_pid_of_an_unrelated_process_is_never_killed(sst, sauth):
         assert requests.get(sst.url + f"/instances/{dele}", headers=sauth, timeout=10).status_code == 404
         assert not (sst.data_dir / "guests" / dele).exists()
         assert sleeper.poll() is None, "delete killed an unrelated process"
+        # Stop with the stranger's pid stored: Stopped, stranger alive. (The watch loop may mark it
+        # Stopped first; the stop then answers 409 — either way nothing is signalled.)
+        stp = _iid()
+        _seed_instance(sst, stp, sleeper.pid)
+        r = requests.post(sst.url + f"/instances/{stp}/stop", headers=sauth, timeout=60)
+        assert r.status_code in (200, 409), r.text
+        assert requests.get(sst.url + f"/instances/{stp}", headers=sauth, timeout=10).json()["state"] == "Stopped"
+        assert sleeper.poll() is None, "stop killed an unrelated process"
+        assert requests.delete(sst.url + f"/instances/{stp}", headers=sauth, timeout=60).status_code == 204
         # The watch loop also marks such an instance Stopped without signalling.
         w = _iid()
         _seed_instance(sst, w, sleeper.pid)
