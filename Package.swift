@@ -62,7 +62,7 @@ let package = Package(
 
         // The exec WebSocket gateway: HTTP/1.1 upgrade + RFC 6455 framing on a Unix socket that
         // nginx proxies `GET /instances/{id}/exec` to; sessions run through an `ExecBackend`.
-        .target(name: "ExecGateway", dependencies: ["AgentProtocol", "JSON", "Digest", "Model"], exclude: ["README.md"]),
+        .target(name: "ExecGateway", dependencies: ["AgentProtocol", "JSON", "Digest", "Model", "Wakeup"], exclude: ["README.md"]),
 
         // Mints HS256 bearer tokens for a subject and lifetime.
         .executableTarget(name: "HypemanToken", dependencies: ["Digest"]),

@@ -9,8 +9,10 @@
 # the last 43 characters long; the header decodes to a JSON object whose alg is exactly "HS256"
 # (HS384/HS512/none/RS256... are rejected); the signature is HMAC-SHA256 under the bytes of env
 # JWT_SECRET, compared in constant time as canonical base64url text (so a token has exactly one
-# valid spelling); the payload is a JSON object; `exp`, when present, is a number > now; `nbf`,
-# when present, a number <= now; `sub`, when present, a string without control characters (it
+# valid spelling); the payload is a JSON object; `exp` is required, a number > now; the token's
+# lifetime is bounded by env HYPEMAN_MAX_TOKEN_TTL (seconds; render.sh sets it, default 30 days):
+# exp - now, and exp - iat when `iat` is present (a number), must not exceed it; `nbf`, when
+# present, a number <= now; `sub`, when present, a string without control characters (it
 # travels in a header and a FastCGI parameter). An empty JWT_SECRET rejects every token and
 # logs why.
 #
@@ -36,6 +38,8 @@ use Time::HiRes ();
 use constant CACHE_SECONDS     => 30;
 use constant CACHE_ENTRIES     => 4096;
 use constant CACHE_TOKEN_BYTES => 2048;
+# When HYPEMAN_MAX_TOKEN_TTL is not in the worker's environment (or not a positive integer).
+use constant DEFAULT_MAX_TTL   => 30 * 86400;
 
 # Authorization value => [subject, time until which the verdict holds].
 my %verdicts;
@@ -43,6 +47,8 @@ my $json = JSON::XS->new->utf8;
 
 # JWT_SECRET is read in the worker on first use: nginx passes it only with "env JWT_SECRET;".
 my $secret;
+# Longest accepted token lifetime in seconds, read with the secret.
+my $max_ttl;
 
 # base64url of the usual HS256 headers, accepted without decoding.
 my %hs256_headers = map { encode_base64url($_) => 1 } (
@@ -83,6 +89,10 @@ sub verify {
     my ($signed, $header, $payload, $signature) = ($1, $2, $3, $4);
 
     $secret = $ENV{JWT_SECRET} // '' unless defined $secret;
+    unless (defined $max_ttl) {
+        my $v = $ENV{HYPEMAN_MAX_TOKEN_TTL} // '';
+        $max_ttl = $v =~ /\A[1-9][0-9]{0,11}\z/ ? $v + 0 : DEFAULT_MAX_TTL;
+    }
     if ($secret eq '') {
         $r->log_error(0, "hypeman auth: JWT_SECRET is empty in nginx's environment; every token is rejected");
         return undef;
@@ -100,11 +110,15 @@ sub verify {
     my $claims = decode_object($payload) or return undef;
     my $now = Time::HiRes::time();
     my $until = $now + CACHE_SECONDS;
-    if (exists $claims->{exp}) {
-        my $exp = $claims->{exp};
-        return undef unless is_number($exp) && $exp > $now;
-        $until = $exp if $exp < $until;
+    # exp is required (a token without one would never expire), and bounded: never valid for
+    # longer than max_ttl from now, nor issued for longer than max_ttl.
+    my $exp = $claims->{exp};
+    return undef unless is_number($exp) && $exp > $now && $exp - $now <= $max_ttl;
+    if (exists $claims->{iat}) {
+        my $iat = $claims->{iat};
+        return undef unless is_number($iat) && $exp - $iat <= $max_ttl;
     }
+    $until = $exp if $exp < $until;
     if (exists $claims->{nbf}) {
         my $nbf = $claims->{nbf};
         return undef unless is_number($nbf) && $nbf <= $now;

@@ -11,7 +11,10 @@
 #   hypeman-locations.conf  the locations, shared by the HTTP and the TLS server
 #   hypeman-fastcgi.conf    FastCGI parameters common to every app location
 #   hypeman-auth.conf       the bearer check (401 JSON) included by protected locations
-#   hypeman-main.conf       main-context lines a Debian install needs (env JWT_SECRET)
+#   hypeman-main.conf       main-context lines a Debian install needs (env JWT_SECRET, the
+#                           token lifetime bound)
+#   hypeman-bench-*.conf    only with HYPEMAN_BENCH=1 (removed otherwise): the /_bench/*
+#                           locations, among them the API without auth under /_bench/noauth/
 #
 # Inputs (environment):
 #   HYPEMAN_RUN_DIR        required; holds fcgi-0.sock .. fcgi-(N-1).sock
@@ -21,7 +24,9 @@
 #   HYPEMAN_HTTPS_LISTEN   default "" (no TLS server); needs HYPEMAN_TLS_CERT, HYPEMAN_TLS_KEY
 #   HYPEMAN_SHARE_DIR      default: the repository root (parent of this script's folder);
 #                          nginx/HypemanAuth.pm and openapi/openapi.yaml are read from it
-#   HYPEMAN_BENCH          0 (default) or 1: add the /_bench/* locations
+#   HYPEMAN_BENCH          0 (default) or 1: add the /_bench/* locations (the API without auth
+#                          under /_bench/noauth/): refused unless every listen address is
+#                          loopback (127.0.0.0/8, [::1], localhost)
 #   HYPEMAN_NGINX_WORKERS  worker_processes, default auto
 #   HYPEMAN_ACCESS_LOG     path of an access log; default off
 #   HYPEMAN_MAX_ARCHIVE    body limit of POST /volumes[/from-archive], default 4g
@@ -31,8 +36,13 @@
 #                          to 30 s (never past its exp) in the memory of its Perl interpreter,
 #                          so the signature is checked once per worker instead of on every
 #                          request. 0: every request is verified. Same rules either way.
-#   HYPEMAN_NGINX_USER     optional "user" directive (only meaningful as root; nginx's
-#                          default as root is nobody)
+#   HYPEMAN_NGINX_USER     the user nginx's workers run as when started as root; default nobody
+#   HYPEMAN_SOCKET_GROUP   the group that may connect to the app's sockets (0660 in a 0750 run
+#                          directory), default hypeman: the workers run with it as their group
+#                          ("user NGINX_USER GROUP;"); it must exist
+#   HYPEMAN_MAX_TOKEN_TTL  longest lifetime of a bearer token (exp - iat, and exp - now): seconds
+#                          or a number with s, m, h or d; default 30d. Tokens without exp are
+#                          always rejected.
 set -euo pipefail
 
 die() { echo "render.sh: $*" >&2; exit 2; }
@@ -118,8 +128,34 @@ case "$auth_cache" in 0 | 1) ;; *) die "HYPEMAN_AUTH_CACHE must be 0 or 1: '$aut
 exec_sock=${HYPEMAN_EXEC_SOCKET:-$run_dir/exec.sock}
 check_plain HYPEMAN_EXEC_SOCKET "$exec_sock"
 
-nginx_user=${HYPEMAN_NGINX_USER:-}
-if [ -n "$nginx_user" ]; then check_plain HYPEMAN_NGINX_USER "$nginx_user"; fi
+nginx_user=${HYPEMAN_NGINX_USER:-nobody}
+check_plain HYPEMAN_NGINX_USER "$nginx_user"
+socket_group=${HYPEMAN_SOCKET_GROUP:-hypeman}
+check_plain HYPEMAN_SOCKET_GROUP "$socket_group"
+getent group "$socket_group" >/dev/null \
+    || die "group '$socket_group' (HYPEMAN_SOCKET_GROUP) does not exist: create it with 'groupadd --system $socket_group' (systemd/README.md); nginx's workers need it to reach the app's sockets"
+
+# HYPEMAN_MAX_TOKEN_TTL in seconds: N, Ns, Nm, Nh or Nd, 1 s to 3650 d.
+max_ttl_text=${HYPEMAN_MAX_TOKEN_TTL:-30d}
+[[ "$max_ttl_text" =~ ^([0-9]{1,12})([smhd]?)$ ]] || die "HYPEMAN_MAX_TOKEN_TTL must be seconds or a number with s, m, h or d (like 30d): '$max_ttl_text'"
+case "${BASH_REMATCH[2]}" in m) unit=60 ;; h) unit=3600 ;; d) unit=86400 ;; *) unit=1 ;; esac
+max_ttl=$((10#${BASH_REMATCH[1]} * unit))
+[ "$max_ttl" -ge 1 ] && [ "$max_ttl" -le $((3650 * 86400)) ] || die "HYPEMAN_MAX_TOKEN_TTL must be between 1s and 3650d: '$max_ttl_text'"
+
+# Bench mode serves the API without auth: only ever on loopback listeners.
+is_loopback_listen() { # a listen value: its address part must be loopback
+    local addr=${1%% *}
+    case "$addr" in
+        localhost | localhost:[0-9]* | \[::1\] | \[::1\]:[0-9]*) return 0 ;;
+    esac
+    [[ "$addr" =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(:[0-9]+)?$ ]]
+}
+if [ "$bench" = 1 ]; then
+    for listen in "$http_listen" "$https_listen"; do
+        [ -z "$listen" ] || is_loopback_listen "$listen" \
+            || die "HYPEMAN_BENCH=1 serves the API without auth: refused with the non-loopback listen '$listen' (use 127.0.0.1, [::1] or localhost)"
+    done
+fi
 
 # Workers run as nobody when nginx starts as root: they must be able to traverse these.
 mkdir -p "$state_dir/tmp"
@@ -135,6 +171,8 @@ write hypeman-main.conf <<EOF
 # Main-context lines for hypeman (rendered by nginx/render.sh; do not edit).
 # nginx clears its workers' environment; HypemanAuth.pm reads the HMAC key from JWT_SECRET.
 env JWT_SECRET;
+# The longest token lifetime HypemanAuth.pm accepts, in seconds (HYPEMAN_MAX_TOKEN_TTL).
+env HYPEMAN_MAX_TOKEN_TTL=$max_ttl;
 # The bearer-shape map is a regex on every protected request: JIT makes it ~4 us cheaper.
 pcre_jit on;
 EOF
@@ -194,11 +232,16 @@ fastcgi_read_timeout 300s;
 # nginx's own errors are JSON too, so clients never see an HTML page. These do not touch app
 # responses (fastcgi_intercept_errors is off), so the app's JSON errors pass unchanged.
 error_page 401 @hypeman_401;
-error_page 400 @hypeman_400;
+# 400 and 414 can come from the request line itself (a bad escape, NUL, '..' above the root,
+# a URI too long), before there is a URI: nginx cannot redirect those to a named location
+# ("empty URI in redirect to named location", then a 500 HTML page), so they go to internal URIs.
+error_page 400 /.hypeman-error/400;
 error_page 404 @hypeman_404;
-error_page 405 @hypeman_405;
+error_page 405 = \$hypeman_405_page;
 error_page 413 @hypeman_413;
-error_page 414 @hypeman_414;
+error_page 414 /.hypeman-error/414;
+# Headers too large (494) and plain HTTP on the TLS port (497): nginx's 400s, as JSON.
+error_page 494 497 =400 /.hypeman-error/400;
 error_page 500 @hypeman_500;
 error_page 502 @hypeman_502;
 error_page 503 @hypeman_503;
@@ -208,11 +251,23 @@ location @hypeman_401 {
     add_header Cache-Control no-store always;
     return 401 '{"code":"Unauthorized","message":"invalid token"}\n';
 }
-location @hypeman_400 { return 400 '{"code":"bad_request","message":"malformed request"}\n'; }
+location = /.hypeman-error/400 { internal; return 400 '{"code":"bad_request","message":"malformed request"}\n'; }
 location @hypeman_404 { return 404 '{"code":"not_found","message":"resource not found"}\n'; }
-location @hypeman_405 { return 405 '{"code":"method_not_allowed","message":"method not allowed"}\n'; }
+# nginx answers 405 itself from static files (/openapi.yaml), which allow GET and HEAD, and
+# for TRACE on every path, before choosing a location (\$hypeman_405_page). A TRACE elsewhere
+# is handed to the app after the same bearer check as the path's own location would do (the
+# app answers 401 without a subject): the app knows the path's methods and answers 405 with
+# its Allow, or 404.
+location @hypeman_405 {
+    add_header Allow "GET, HEAD" always;
+    return 405 '{"code":"method_not_allowed","message":"method not allowed; allowed: GET, HEAD"}\n';
+}
+location @hypeman_trace {
+    include $out/hypeman-fastcgi.conf;
+    fastcgi_param HTTP_X_AUTH_SUBJECT \$hypeman_jwt_sub;
+}
 location @hypeman_413 { return 413 '{"code":"payload_too_large","message":"request body too large"}\n'; }
-location @hypeman_414 { return 414 '{"code":"uri_too_long","message":"request URI too long"}\n'; }
+location = /.hypeman-error/414 { internal; return 414 '{"code":"uri_too_long","message":"request URI too long"}\n'; }
 location @hypeman_500 { return 500 '{"code":"internal_error","message":"internal error at the edge"}\n'; }
 location @hypeman_502 { return 502 '{"code":"unavailable","message":"API workers unavailable"}\n'; }
 location @hypeman_503 { return 503 '{"code":"unavailable","message":"service unavailable"}\n'; }
@@ -225,7 +280,13 @@ location = /health {
     fastcgi_param HTTP_X_AUTH_SUBJECT "";
 }
 
+# nginx serves this one itself, so it checks the path itself: only the canonical spelling
+# (not /volumes/..%2Fopenapi.yaml, which nginx also resolves to here). The app checks the
+# paths of the FastCGI locations (/health included) against DOCUMENT_URI.
 location = /openapi.yaml {
+    if (\$request_uri !~ "^/openapi\.yaml(\?|\$)") {
+        return 400;
+    }
     alias $openapi;
     default_type application/yaml;
     types { }
@@ -281,7 +342,17 @@ EOF
     if [ "$bench" = 1 ]; then
         cat <<EOF
 
-# ---- benchmark-only locations (HYPEMAN_BENCH=1); never enable in production ----
+# Benchmark-only locations (HYPEMAN_BENCH=1, loopback listeners only).
+include $out/hypeman-bench-locations.conf;
+EOF
+    fi
+} | write hypeman-locations.conf
+
+if [ "$bench" = 1 ]; then
+    write hypeman-bench-locations.conf <<EOF
+# hypeman benchmark-only locations (rendered by nginx/render.sh with HYPEMAN_BENCH=1, which it
+# allows on loopback listeners only). Never include in production: /_bench/noauth/ is the API
+# without a token.
 # nginx alone.
 location = /_bench/static {
     return 200 '{"ok":true}';
@@ -301,10 +372,11 @@ location = /_bench/subject {
     default_type text/plain;
     return 200 \$hypeman_jwt_sub;
 }
-# The app's tiny /_bench/hello answer, without auth.
+# The app's tiny /_bench/hello answer, without a token (subject "bench": the app serves
+# nothing but /health without a subject).
 location = /_bench/hello {
     include $out/hypeman-fastcgi.conf;
-    fastcgi_param HTTP_X_AUTH_SUBJECT "";
+    fastcgi_param HTTP_X_AUTH_SUBJECT bench;
 }
 # The same app answer behind the bearer check.
 location = /_bench/hello-auth {
@@ -323,20 +395,29 @@ location /_bench/noauth/ {
     client_max_body_size $max_archive;
 }
 EOF
-    fi
-} | write hypeman-locations.conf
-
-if [ "$bench" = 1 ]; then
     # Same parameters, but with REQUEST_URI/DOCUMENT_URI left to the location: FastCGI keeps
     # duplicate parameters and the app would read the first (unstripped) one.
     sed -e "s#^include /etc/nginx/fastcgi_params;#include $out/fastcgi_params_bench;#" \
         "$out/hypeman-fastcgi.conf" | write hypeman-fastcgi-bench.conf
     grep -v -E '^[[:space:]]*fastcgi_param[[:space:]]+(REQUEST_URI|DOCUMENT_URI)[[:space:]]' \
         /etc/nginx/fastcgi_params | write fastcgi_params_bench
+    write hypeman-bench-http.conf <<EOF
+# hypeman benchmark-only maps (rendered by nginx/render.sh with HYPEMAN_BENCH=1).
+# /_bench/noauth/<path> is passed to the app as /<path> (raw form kept).
+map \$request_uri \$hypeman_bench_request_uri {
+    default \$request_uri;
+    "~^/_bench/noauth(?<hypeman_rest>/.*)\$" \$hypeman_rest;
+}
+map \$uri \$hypeman_bench_document_uri {
+    default \$uri;
+    "~^/_bench/noauth(?<hypeman_drest>/.*)\$" \$hypeman_drest;
+}
+EOF
     printf '{"ok":true}' | write bench-ok.json
     chmod 0644 "$out/bench-ok.json"
 else
-    rm -f "$out/hypeman-fastcgi-bench.conf" "$out/fastcgi_params_bench" "$out/bench-ok.json"
+    rm -f "$out/hypeman-fastcgi-bench.conf" "$out/fastcgi_params_bench" "$out/bench-ok.json" \
+        "$out/hypeman-bench-locations.conf" "$out/hypeman-bench-http.conf"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +441,13 @@ EOF
 # The exec gateway (a Unix socket of the Provisioner) and WebSocket upgrade headers for it.
 upstream hypeman_exec {
     server unix:$exec_sock;
+}
+# Where nginx's own 405s go (hypeman-locations.conf): TRACE to the app, except on the file
+# nginx serves itself.
+map "\$request_method \$uri" \$hypeman_405_page {
+    default @hypeman_405;
+    "TRACE /openapi.yaml" @hypeman_405;
+    "~^TRACE " @hypeman_trace;
 }
 map \$http_upgrade \$hypeman_connection_upgrade {
     default upgrade;
@@ -388,15 +476,8 @@ EOF
     if [ "$bench" = 1 ]; then
         cat <<EOF
 
-# /_bench/noauth/<path> is passed to the app as /<path> (raw form kept).
-map \$request_uri \$hypeman_bench_request_uri {
-    default \$request_uri;
-    "~^/_bench/noauth(?<hypeman_rest>/.*)\$" \$hypeman_rest;
-}
-map \$uri \$hypeman_bench_document_uri {
-    default \$uri;
-    "~^/_bench/noauth(?<hypeman_drest>/.*)\$" \$hypeman_drest;
-}
+# Benchmark-only maps (HYPEMAN_BENCH=1).
+include $out/hypeman-bench-http.conf;
 EOF
     fi
     if [ -n "$http_listen" ]; then
@@ -436,7 +517,9 @@ EOF
 load_module /usr/lib/nginx/modules/ngx_http_perl_module.so;
 include $out/hypeman-main.conf;
 EOF
-    if [ -n "$nginx_user" ]; then echo "user $nginx_user;"; fi
+    # As root, the workers run as this user with the socket group as their group (ignored,
+    # with a warning, when nginx does not start as root).
+    echo "user $nginx_user $socket_group;"
     cat <<EOF
 worker_processes $nginx_workers;
 pid $state_dir/nginx.pid;

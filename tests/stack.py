@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import grp
 import hashlib
 import hmac
 import json
@@ -31,6 +32,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # Where scripts/setup-guest-kernel.sh puts the guest kernel for tests and scripts/run.sh.
 KERNEL_DIR = os.environ.get("HYPEMAN_KERNEL_DIR", "/var/lib/hypeman-kernel")
+
+
+# The group that may connect to the app's sockets (HYPEMAN_SOCKET_GROUP): nginx's workers run
+# with it; the FastCGI, exec and wake-up sockets are 0660 root:SOCKET_GROUP in a 0750 run dir.
+SOCKET_GROUP = os.environ.get("HYPEMAN_SOCKET_GROUP") or "hypeman"
+
+
+def ensure_socket_group(name: str = SOCKET_GROUP) -> int:
+    """The gid of the socket group, created (as a system group) when missing; tests run as root."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
+        return grp.getgrnam(name).gr_gid
 
 
 def free_port() -> int:
@@ -181,7 +196,8 @@ class Stack:
     def __init__(self, workers: int = 2, threads: int = 16, registry: bool = True, bench: bool = False,
                  http_port: int | None = None, env: dict | None = None, keep: bool = False, supervise: bool = True):
         self.dir = Path(tempfile.mkdtemp(prefix="hm-", dir="/tmp"))
-        self.dir.chmod(0o755)  # nginx workers (nobody) must reach the sockets
+        self.dir.chmod(0o755)  # nginx workers (nobody:SOCKET_GROUP) must reach their files and the run dir
+        self.socket_gid = ensure_socket_group()
         self.workers = workers
         self.threads = threads
         self.bench = bench
@@ -230,7 +246,7 @@ class Stack:
         e.update({
             "DATA_DIR": str(self.data_dir), "HYPEMAN_RUN_DIR": str(self.run_dir), "HYPEMAN_DB": str(self.db_path),
             "JWT_SECRET": self.secret, "FCGI_THREADS": str(self.threads), "SYNC_WAIT_SECONDS": "60",
-            "PULL_RESOLVE_WAIT_SECONDS": "20",
+            "PULL_RESOLVE_WAIT_SECONDS": "20", "HYPEMAN_SOCKET_GROUP": SOCKET_GROUP,
         })
         if self.registry:
             e["INSECURE_REGISTRIES"] = self.registry.hostport
@@ -298,7 +314,11 @@ class Stack:
 
     def start(self) -> "Stack":
         self.data_dir.mkdir(parents=True)
+        # As systemd's RuntimeDirectory (0750, group hypeman): only root and the socket group
+        # (nginx's workers) may even look inside.
         self.run_dir.mkdir(parents=True)
+        os.chown(self.run_dir, -1, self.socket_gid)
+        self.run_dir.chmod(0o750)
         if self.registry:
             self.registry.start()
         self.start_provisioner()
@@ -340,7 +360,7 @@ class Stack:
             "HYPEMAN_RUN_DIR": str(self.run_dir), "HYPEMAN_FCGI_WORKERS": str(self.workers),
             "HYPEMAN_HTTP_LISTEN": f"127.0.0.1:{self.http_port}", "HYPEMAN_HTTPS_LISTEN": f"127.0.0.1:{self.https_port}",
             "HYPEMAN_TLS_CERT": str(self.cert), "HYPEMAN_TLS_KEY": str(self.key), "HYPEMAN_SHARE_DIR": str(REPO),
-            "HYPEMAN_BENCH": "1" if self.bench else "0",
+            "HYPEMAN_BENCH": "1" if self.bench else "0", "HYPEMAN_SOCKET_GROUP": SOCKET_GROUP,
         })
         subprocess.run(["bash", str(REPO / "nginx" / "render.sh"), str(out)], env=env, check=True, capture_output=True)
         self._spawn("nginx", ["nginx", "-p", str(out), "-c", "nginx.conf", "-e", str(out / "error.log"), "-g", "daemon off;"], env)

@@ -2,8 +2,9 @@
 in front of the real app, over HTTP and TLS.
 
 Accepted: `Authorization: Bearer <JWT>` (scheme in any case), HS256 only, signed with the bytes
-of JWT_SECRET, `exp` (if present) a number in the future, `nbf` (if present) a number not in the
-future. HS384/HS512 are rejected on purpose: the edge verifies one algorithm only (upstream
+of JWT_SECRET, `exp` required, a number in the future and at most HYPEMAN_MAX_TOKEN_TTL (30 days
+by default) away, as is `exp - iat` when `iat` is present; `nbf` (if present) a number not in
+the future. HS384/HS512 are rejected on purpose: the edge verifies one algorithm only (upstream
 hypeman accepted any HMAC). Every failure is 401 `{"code":"Unauthorized","message":<reason>}`
 with `WWW-Authenticate: Bearer`, reason one of the three strings below.
 
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from stack import ensure_socket_group
 
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
@@ -156,6 +159,11 @@ def bad_tokens(secret: str) -> dict:
         "hs384": (f"Bearer {jwt(secret, claims(), alg='HS384')}", INVALID),
         "empty-secret": (f"Bearer {jwt('', claims())}", INVALID),
         "tampered-payload": (f"Bearer {h}.{segment(claims(sub='root'))}.{s}", INVALID),
+        "no-exp": (f"Bearer {jwt(secret, {'sub': 'tester', 'iat': int(time.time())})}", INVALID),
+        "empty-claims": (f"Bearer {jwt(secret, {})}", INVALID),
+        "lifetime-over-30d": (f"Bearer {jwt(secret, claims(ttl=30 * 86400 + 60))}", INVALID),
+        "exp-far-without-iat": (f"Bearer {jwt(secret, {'sub': 't', 'exp': int(time.time()) + 31 * 86400})}", INVALID),
+        "issued-for-too-long": (f"Bearer {jwt(secret, claims(ttl=3600, iat=int(time.time()) - 30 * 86400))}", INVALID),
     }
 
 
@@ -202,8 +210,8 @@ def test_accepted_token_shapes(stack, method, path):
     s = stack.secret
     accepted = {
         "no-sub": jwt(s, claims(sub=None)),
-        "no-exp": jwt(s, {"sub": "tester"}),
-        "empty-claims": jwt(s, {}),
+        "exp-only": jwt(s, {"exp": int(time.time()) + 600}),
+        "lifetime-just-under-30d": jwt(s, claims(ttl=30 * 86400 - 60)),
         "nbf-past": jwt(s, claims(nbf=int(time.time()) - 60)),
         "header-key-order": jwt(s, claims(), header={"typ": "JWT", "alg": "HS256"}),
         "header-with-kid": jwt(s, claims(), header={"alg": "HS256", "kid": "k1"}),
@@ -307,15 +315,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def own_edge(secret: str | None, auth_cache: str):
+def own_edge(secret: str | None, auth_cache: str, extra_env: dict | None = None):
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix="hm-auth-", dir="/tmp"))
     work.chmod(0o755)
+    ensure_socket_group()  # render.sh gives nginx's workers the socket group
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
     env.update({"HYPEMAN_RUN_DIR": str(work / "run"), "HYPEMAN_HTTP_LISTEN": f"127.0.0.1:{port}",
                 "HYPEMAN_HTTPS_LISTEN": "", "HYPEMAN_SHARE_DIR": str(REPO), "HYPEMAN_NGINX_WORKERS": "2",
-                "HYPEMAN_BENCH": "1", "HYPEMAN_AUTH_CACHE": auth_cache})
+                "HYPEMAN_BENCH": "1", "HYPEMAN_AUTH_CACHE": auth_cache, **(extra_env or {})})
     subprocess.run(["bash", str(REPO / "nginx" / "render.sh"), str(work / "nginx")], env=env, check=True,
                    capture_output=True)
     if secret is not None:
@@ -360,7 +369,8 @@ def test_both_auth_modes_give_the_same_verdicts(auth_cache):
                     assert r.json() == {"code": "Unauthorized", "message": reason}, (method, name)
                 r = requests.request(method, url + "/_bench/static-auth", timeout=10)
                 assert_unauthorized(r, MISSING)
-                for token in (jwt(secret, claims()), jwt(secret, claims(sub=None)), jwt(secret, {})):
+                for token in (jwt(secret, claims()), jwt(secret, claims(sub=None)),
+                              jwt(secret, {"exp": int(time.time()) + 600})):
                     for scheme in ("Bearer", "bearer"):
                         r = requests.request(method, url + "/_bench/static-auth",
                                              headers={"Authorization": f"{scheme} {token}"}, timeout=10, **body)
@@ -391,7 +401,7 @@ def test_a_token_stops_working_when_it_expires(auth_cache):
 @pytest.mark.parametrize("secret_env", ["empty", "unset"])
 def test_empty_secret_rejects_every_token(stack, secret_env, auth_cache):
     with own_edge("" if secret_env == "empty" else None, auth_cache) as (url, log):
-        for token in (jwt("", claims()), jwt("", {}), jwt(stack.secret, claims())):
+        for token in (jwt("", claims()), jwt("", {"exp": int(time.time()) + 600}), jwt(stack.secret, claims())):
             for method in ("GET", "DELETE"):
                 r = requests.request(method, url + "/_bench/static-auth", headers=bearer(token), timeout=10)
                 assert_unauthorized(r, INVALID)
@@ -403,8 +413,9 @@ def test_empty_secret_rejects_every_token(stack, secret_env, auth_cache):
 def test_subject_handed_on_is_the_tokens_sub(auth_cache):
     secret = base64.b64encode(os.urandom(24)).decode()
     with own_edge(secret, auth_cache) as (url, _):
+        exp = int(time.time()) + 600
         cases = [(claims(sub="tester"), "tester"), (claims(sub="zoë"), "zoë"), (claims(sub=None), "-"),
-                 (claims(sub=""), "-"), ({}, "-"), ({"sub": "a b/c"}, "a b/c")]
+                 (claims(sub=""), "-"), ({"exp": exp}, "-"), ({"sub": "a b/c", "exp": exp}, "a b/c")]
         for _round in range(2):  # the second round comes from the per-worker cache, if any
             for c, want in cases:
                 r = requests.get(url + "/_bench/subject", headers=bearer(jwt(secret, c)), timeout=10)

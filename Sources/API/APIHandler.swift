@@ -27,13 +27,25 @@ public final class APIHandler: RequestHandler {
     }
 
     public func handle(_ request: Request, _ ex: any Exchange) {
-        guard let segs = pathSegments(request.path) else {
-            return sendError(ex, APIError(.badRequest, "malformed percent-encoding in path"))
+        // Route on exactly the path nginx authorised (checkedSegments), and only with the subject
+        // nginx hands on after checking the bearer token, except on open routes.
+        let segs: [String]
+        switch checkedSegments(request.path, documentURI: request.documentURI) {
+        case .ok(let s): segs = s
+        case .refused(let why): return sendError(ex, APIError(.badRequestDomain, why))
         }
-        switch Router.shared.find(method: request.method, segments: segs) {
+        let outcome = Router.shared.find(method: request.method, segments: segs)
+        if request.subject.isEmpty {
+            switch outcome {
+            case .matched(let route, _) where route.open: break
+            case .methodNotAllowed(_, open: true): break
+            default: return sendUnauthorized(ex)
+            }
+        }
+        switch outcome {
         case .notFound:
             sendError(ex, APIError(.notFound, "no route for \(request.method) \(request.path)"))
-        case .methodNotAllowed(let allowed):
+        case .methodNotAllowed(let allowed, _):
             sendError(ex, APIError(.methodNotAllowed, "method \(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))"),
                       headers: [("Allow", allowed.joined(separator: ", "))])
         case .matched(let route, let params):
@@ -64,6 +76,14 @@ public final class APIHandler: RequestHandler {
     func sendNoContent(_ ex: any Exchange, status: Int = 204) {
         ex.writeHead(status: status, headers: [])
     }
+
+    /// 401 as nginx answers it (same body shape and headers): no authenticated subject.
+    func sendUnauthorized(_ ex: any Exchange) {
+        send(ex, status: 401, Self.unauthorizedBody,
+             headers: [("WWW-Authenticate", "Bearer"), ("Cache-Control", "no-store")])
+    }
+
+    static let unauthorizedBody: [UInt8] = Array(#"{"code":"Unauthorized","message":"authorization header required"}"#.utf8)
 
     func sendError(_ ex: any Exchange, _ e: APIError, headers: [(String, String)] = []) {
         send(ex, status: e.status, ["code": .string(e.code.rawValue), "message": .string(e.message)], headers: headers)

@@ -1,6 +1,7 @@
 import FastCGI
 import Model
 import Store
+import Wakeup
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,15 +20,26 @@ public enum FCGIMain {
             exit(2)
         }
         let socket = getenv("HYPEMAN_FCGI_SOCKET").map { String(cString: $0) } ?? config.runDir + "/fcgi-0.sock"
-        mkdir(config.runDir, 0o755)
-        mkdir(config.runDir + "/w", 0o755)
+        // Sockets 0660 root:HYPEMAN_SOCKET_GROUP in directories 0750 (SocketAccess).
+        let access: SocketAccess
+        switch SocketAccess.current {
+        case .success(let a): access = a
+        case .failure(let e):
+            log("configuration error: \(e)")
+            exit(2)
+        }
+        if let warning = access.warning { log("warning: \(warning)") }
+        for dir in [config.runDir, config.runDir + "/w"] {
+            if let problem = access.prepareDirectory(dir) { log("warning: \(problem)") }
+        }
         do {
             _ = try Store(path: config.dbPath)   // migrate once before threads start
         } catch {
             log("cannot open database \(config.dbPath): \(error) — check DATA_DIR/HYPEMAN_DB and permissions")
             exit(1)
         }
-        let server = FCGIServer(socketPath: socket, threads: config.threads, log: log) { index in
+        let server = FCGIServer(socketPath: socket, threads: config.threads, socketGroup: access.group,
+                                socketMode: access.socketMode, log: log) { index in
             try APIHandler(config: config, threadIndex: index, log: log)
         }
         do { try server.run() } catch {

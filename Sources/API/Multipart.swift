@@ -2,9 +2,20 @@ import FastCGI
 
 /// A streaming `multipart/form-data` reader: small fields are kept in memory, file parts are
 /// handed to a sink chunk by chunk, so archives of any size never sit in memory.
+///
+/// Every buffer is bounded and every byte is scanned a bounded number of times: the preamble
+/// before the first boundary (`maxPreambleBytes`), each part's header block (`maxHeaderBytes`),
+/// each field (`maxFieldBytes`) and the number of parts (`maxParts`). At most one file part
+/// (one with a filename, or named `content`) is accepted; a second one is refused.
 struct MultipartReader {
     let boundary: [UInt8]
-    let maxFieldBytes = 64 * 1024
+    var maxFieldBytes = 64 * 1024
+    var maxPreambleBytes = 64 * 1024
+    var maxHeaderBytes = 8 * 1024
+    var maxParts = 64
+    var readChunk = 256 * 1024
+
+    init(boundary: [UInt8]) { self.boundary = boundary }
 
     /// The boundary parameter of a multipart content type, or nil.
     static func boundary(fromContentType ct: String) -> String? {
@@ -24,44 +35,95 @@ struct MultipartReader {
         var filename: String?
     }
 
+    /// Why a body was refused; the message is safe to show to the client.
     enum Failure: Error { case malformed(String) }
+
+    /// Counters of the work one `read` did (for tests: every byte is scanned a bounded number of times).
+    struct Work { var bytesRead = 0; var bytesScanned = 0 }
 
     /// Reads every part. `field` gets complete small fields; `file` gets chunks of parts with a
     /// filename (or named `content`), then a final call with `nil` at the end of each file part.
+    @discardableResult
     func read(from ex: any Exchange, field: (String, String) throws -> Void,
-              file: (PartHeader, [UInt8]?) throws -> Void) throws {
+              file: (PartHeader, [UInt8]?) throws -> Void) throws -> Work {
+        var work = Work()
         var buf: [UInt8] = []
         var eof = false
         func fill() -> Bool {
             if eof { return false }
-            let chunk = ex.readBody(max: 256 * 1024)
+            let chunk = ex.readBody(max: readChunk)
             if chunk.isEmpty { eof = true; return false }
+            work.bytesRead += chunk.count
             buf += chunk
             return true
         }
+        /// Finds `needle` in `buf`, resuming where the previous failed search of the same needle
+        /// stopped (`resume`), so no byte is examined twice across reads.
+        func search(_ needle: [UInt8], resume: inout Int) -> Int? {
+            let from = max(0, resume)
+            if let i = find(needle, in: buf, from: from) {
+                work.bytesScanned += i + needle.count - from
+                resume = 0
+                return i
+            }
+            let next = max(from, buf.count - needle.count + 1)
+            work.bytesScanned += next - from
+            resume = next
+            return nil
+        }
         let first = Array("--".utf8) + boundary
         let delim = Array("\r\n--".utf8) + boundary
-        // Preamble up to the first boundary line.
-        while find(first, in: buf, from: 0) == nil { if !fill() { throw Failure.malformed("no opening boundary") } }
-        let start = find(first, in: buf, from: 0)!
-        buf.removeFirst(start + first.count)
+        let headEnd = Array("\r\n\r\n".utf8)
+        // Preamble up to the first boundary: bounded, and the part already searched is dropped.
+        var resume = 0
+        var preamble = 0
+        while true {
+            if let start = search(first, resume: &resume) {
+                guard preamble + start <= maxPreambleBytes else {
+                    throw Failure.malformed("preamble before the first boundary is larger than \(maxPreambleBytes) bytes")
+                }
+                buf.removeFirst(start + first.count)
+                break
+            }
+            // Everything before `resume` cannot start the boundary: drop it.
+            preamble += resume
+            buf.removeFirst(resume)
+            resume = 0
+            if preamble > maxPreambleBytes {
+                throw Failure.malformed("preamble before the first boundary is larger than \(maxPreambleBytes) bytes")
+            }
+            if !fill() { throw Failure.malformed("no opening boundary") }
+        }
+        var parts = 0
+        var sawFile = false
         while true {
             while buf.count < 2 { if !fill() { throw Failure.malformed("truncated after boundary") } }
-            if buf[0] == UInt8(ascii: "-") && buf[1] == UInt8(ascii: "-") { return }
+            if buf[0] == UInt8(ascii: "-") && buf[1] == UInt8(ascii: "-") { return work }
             guard buf[0] == 13, buf[1] == 10 else { throw Failure.malformed("bad boundary line") }
             buf.removeFirst(2)
-            let headEnd = Array("\r\n\r\n".utf8)
-            while find(headEnd, in: buf, from: 0) == nil {
-                if buf.count > 16 * 1024 { throw Failure.malformed("part headers too large") }
+            parts += 1
+            if parts > maxParts { throw Failure.malformed("more than \(maxParts) parts") }
+            var headResume = 0
+            var he: Int
+            while true {
+                if let i = search(headEnd, resume: &headResume) { he = i; break }
+                if buf.count > maxHeaderBytes + headEnd.count {
+                    throw Failure.malformed("part headers larger than \(maxHeaderBytes) bytes")
+                }
                 if !fill() { throw Failure.malformed("truncated part headers") }
             }
-            let he = find(headEnd, in: buf, from: 0)!
+            guard he <= maxHeaderBytes else { throw Failure.malformed("part headers larger than \(maxHeaderBytes) bytes") }
             let header = try parseHeaders(String(decoding: buf[0..<he], as: UTF8.self))
             buf.removeFirst(he + 4)
             let isFile = header.filename != nil || header.name == "content"
+            if isFile {
+                if sawFile { throw Failure.malformed("more than one file part (only one content file is accepted)") }
+                sawFile = true
+            }
             var fieldBytes: [UInt8] = []
+            var bodyResume = 0
             while true {
-                if let d = find(delim, in: buf, from: 0) {
+                if let d = search(delim, resume: &bodyResume) {
                     if isFile { try file(header, Array(buf[0..<d])); try file(header, nil) } else {
                         fieldBytes += buf[0..<d]
                         if fieldBytes.count > maxFieldBytes { throw Failure.malformed("field \(header.name) too large") }
@@ -70,15 +132,15 @@ struct MultipartReader {
                     buf.removeFirst(d + delim.count)
                     break
                 }
-                // Hand over everything that cannot be the start of a delimiter.
-                let keep = min(buf.count, delim.count - 1)
-                let ready = buf.count - keep
+                // Hand over everything that cannot be the start of a delimiter (all that was searched).
+                let ready = bodyResume
                 if ready > 0 {
                     if isFile { try file(header, Array(buf[0..<ready])) } else {
                         fieldBytes += buf[0..<ready]
                         if fieldBytes.count > maxFieldBytes { throw Failure.malformed("field \(header.name) too large") }
                     }
                     buf.removeFirst(ready)
+                    bodyResume = 0
                 }
                 if !fill() { throw Failure.malformed("truncated part \(header.name)") }
             }

@@ -22,7 +22,17 @@ public enum DiskImage {
     /// Walks `dir` without following symlinks.
     public static func measure(_ dir: String) throws(DiskError) -> DirectoryUsage {
         var usage = DirectoryUsage(bytes: 0, entries: 0)
-        func roundUp(_ n: Int64) -> Int64 { (n + blockSize - 1) / blockSize * blockSize }
+        // File sizes are whatever a (possibly hostile) archive produced: sums are checked.
+        func roundUp(_ n: Int64) throws(DiskError) -> Int64 {
+            let (r, o) = n.addingReportingOverflow(blockSize - 1)
+            guard !o, n >= 0 else { throw .invalid("a file of \(n) bytes is too large for a disk") }
+            return r / blockSize * blockSize
+        }
+        func add(_ n: Int64) throws(DiskError) {
+            let (r, o) = usage.bytes.addingReportingOverflow(n)
+            guard !o else { throw .invalid("the tree is too large for a disk") }
+            usage.bytes = r
+        }
         func walk(_ fd: Int32, _ path: String) throws(DiskError) {
             guard let d = fdopendir(fd) else { close(fd); throw .io("cannot read directory \(path): \(String(cString: strerror(errno)))") }
             defer { closedir(d) }
@@ -37,10 +47,10 @@ public enum DiskImage {
                 }
                 usage.entries += 1
                 switch st.st_mode & S_IFMT {
-                case S_IFREG: usage.bytes += roundUp(Int64(st.st_size))
-                case S_IFLNK: if st.st_size >= 60 { usage.bytes += blockSize }
+                case S_IFREG: try add(try roundUp(Int64(st.st_size)))
+                case S_IFLNK: if st.st_size >= 60 { try add(blockSize) }
                 case S_IFDIR:
-                    usage.bytes += max(blockSize, roundUp(Int64(st.st_size)))
+                    try add(max(blockSize, try roundUp(Int64(st.st_size))))
                     let cfd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                     guard cfd >= 0 else { throw .io("cannot open \(path)/\(name): \(String(cString: strerror(errno)))") }
                     try walk(cfd, path + "/" + name)
@@ -57,11 +67,23 @@ public enum DiskImage {
     }
 
     /// Disk size for a tree: content + 50 %, plus inode tables, at least 16 MiB, whole MiB.
+    /// Saturates at `Int64.max`; `checkedExt4Size` says when the arithmetic would overflow.
     public static func ext4Size(for usage: DirectoryUsage) -> Int64 {
-        let inodes = Int64(inodeCount(for: usage))
-        let raw = usage.bytes + usage.bytes / 2 + inodes * inodeSize + 4 << 20
+        checkedExt4Size(for: usage) ?? Int64.max
+    }
+
+    /// `ext4Size`, or nil when the arithmetic overflows (a tree no disk can hold).
+    public static func checkedExt4Size(for usage: DirectoryUsage) -> Int64? {
         let mib: Int64 = 1 << 20
-        return max(minimumSize, (raw + mib - 1) / mib * mib)
+        guard usage.bytes >= 0 else { return nil }
+        let (inodeBytes, o1) = Int64(inodeCount(for: usage)).multipliedReportingOverflow(by: inodeSize)
+        var raw = usage.bytes
+        for term in [usage.bytes / 2, inodeBytes, 4 << 20, mib - 1] {
+            let (r, o) = raw.addingReportingOverflow(term)
+            if o || o1 { return nil }
+            raw = r
+        }
+        return max(minimumSize, raw / mib * mib)
     }
 
     /// Inodes to ask mkfs for: every entry plus a quarter, at least 4096.
@@ -89,7 +111,7 @@ public enum DiskImage {
     public static func makeExt4(from directory: String, at path: String, label: String? = nil) throws(DiskError) -> Int64 {
         let mkfs = try Tool.find("mkfs.ext4", package: "e2fsprogs")
         let usage = try measure(directory)
-        var size = ext4Size(for: usage)
+        guard var size = checkedExt4Size(for: usage) else { throw .invalid("the tree is too large for a disk") }
         let inodes = inodeCount(for: usage)
         var attempt = 0
         while true {
@@ -104,7 +126,7 @@ public enum DiskImage {
             unlink(path)
             let outOfRoom = r.output.contains("Could not allocate block") || r.output.contains("No space left")
                 || r.output.contains("Could not allocate inode")
-            if outOfRoom && attempt == 1 { size *= 2; continue }
+            if outOfRoom && attempt == 1, case (let doubled, false) = size.multipliedReportingOverflow(by: 2) { size = doubled; continue }
             throw .toolFailed(tool: "mkfs.ext4", status: r.status, output: r.output,
                               hint: outOfRoom ? "the content did not fit in \(size) bytes even after a retry; check for sparse or huge files in the image"
                                               : "check that \(directory) is readable and that the disk at \(path) can be written")

@@ -64,12 +64,14 @@ final class ExecConnection: Sendable {
         let subject: String
         do throws(ExecHTTPError) {
             let head = try HTTPRequestHead.parse(buffer[..<headEnd])
+            // Set by nginx from the bearer token's `sub` ("-" for none) after checking it; a
+            // client's own header of that name is replaced there. Without it nobody checked a
+            // token (a local process on the socket): 401 before anything is looked up.
+            guard let s = head.header("x-auth-subject"), !s.isEmpty else { throw ExecHTTPError.unauthorized }
+            subject = s
             let ref = try ExecRoute.instanceRef(method: head.method, target: head.target)
             target = try backend.resolve(ref)
             key = try WebSocketHandshake.validate(head)
-            // Set by nginx from the bearer token's `sub` ("-" for none); a client's own header of
-            // that name is replaced there.
-            subject = head.header("x-auth-subject") ?? ""
         } catch {
             return refuse(error)
         }

@@ -39,6 +39,10 @@ enum ExecRoute {
         guard !out.contains(UInt8(ascii: "/")), !out.contains(0) else {
             throw .invalidRequest("the instance reference must not contain '/' or NUL")
         }
+        // nginx resolves dot segments before choosing a location: refuse them as the API does.
+        guard out != [UInt8(ascii: ".")], out != [UInt8(ascii: "."), UInt8(ascii: ".")] else {
+            throw .invalidRequest("the instance reference must not be '.' or '..'")
+        }
         guard let s = String(validating: out, as: UTF8.self) else {
             throw .invalidRequest("the instance reference is not valid UTF-8 after percent-decoding")
         }

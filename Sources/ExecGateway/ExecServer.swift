@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Synchronization
+import Wakeup
 
 /// The exec WebSocket gateway: serves `GET /instances/{ref}/exec` (HTTP/1.1 + Upgrade, as nginx
 /// proxies it) on a Unix stream socket, one thread per connection, and runs each session through
@@ -68,8 +69,15 @@ public final class ExecServer: Sendable {
     /// Live sessions (upgraded connections).
     public var liveSessions: Int { slots.inUse }
 
-    /// Binds the socket (replacing a stale socket file, mode 0660) and starts accepting.
+    /// Binds the socket (replacing a stale socket file; mode 0660, group `HYPEMAN_SOCKET_GROUP`,
+    /// see `SocketAccess`) and starts accepting.
     public func start() throws(StartError) {
+        let access: SocketAccess
+        switch SocketAccess.current {
+        case .success(let a): access = a
+        case .failure(let e): throw .socket(e.description)
+        }
+        if let warning = access.warning { log(warning) }
         guard state.withLock({ $0.listenFD < 0 }) else { throw .socket("the exec server on \(socketPath) is already running") }
         signal(SIGPIPE, SIG_IGN)
         guard socketPath.utf8.count < MemoryLayout.size(ofValue: sockaddr_un().sun_path) else {
@@ -98,9 +106,10 @@ public final class ExecServer: Sendable {
             close(fd)
             throw .socket("cannot bind the exec socket \(socketPath): \(e)")
         }
-        // nginx's workers (another user) connect here, as to the FastCGI sockets; the directory
-        // (RuntimeDirectory, 0755) and the host's local users are the trust boundary.
-        chmod(socketPath, 0o666)
+        // nginx's workers (another user, in the socket group) connect here, as to the FastCGI
+        // sockets; nobody else but root may. Until now the socket had the umask's mode, which
+        // never lets others write (connect).
+        if let problem = access.apply(toSocket: socketPath) { log(problem) }
         guard listen(fd, 128) == 0 else {
             let e = errnoText()
             close(fd); unlink(socketPath)

@@ -12,6 +12,10 @@ extension ExecHTTPError {
         ExecHTTPError(status: ErrorCode.notFound.httpStatus, code: ErrorCode.notFound.rawValue, message: message)
     }
 
+    /// 401 as nginx answers it: no authenticated subject (`X-Auth-Subject`) came with the request.
+    static let unauthorized = ExecHTTPError(status: 401, code: ErrorCode.unauthorized.rawValue,
+                                            message: "authorization header required")
+
     /// 503 limit_exceeded: every session slot is in use.
     static func limitExceeded(_ max: Int) -> ExecHTTPError {
         ExecHTTPError(status: 503, code: ErrorCode.limitExceeded.rawValue,
@@ -30,9 +34,13 @@ enum HTTPResponse {
         return Array(head.utf8) + body
     }
 
-    /// The headers an error needs besides the defaults (405: `Allow: GET`).
+    /// The headers an error needs besides the defaults (405: `Allow: GET`; 401: `WWW-Authenticate`).
     static func extraHeaders(for e: ExecHTTPError) -> [(String, String)] {
-        e.status == 405 ? [("Allow", "GET")] : []
+        switch e.status {
+        case 405: return [("Allow", "GET")]
+        case 401: return [("WWW-Authenticate", "Bearer"), ("Cache-Control", "no-store")]
+        default: return []
+        }
     }
 
     static func reasonPhrase(_ status: Int) -> String {

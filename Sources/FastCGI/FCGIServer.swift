@@ -9,13 +9,22 @@ import Glibc
 public final class FCGIServer: Sendable {
     public let socketPath: String
     public let threads: Int
+    /// Who may connect: the socket's group (nil: root only) and mode (0660 with a group).
+    public let socketGroup: gid_t?
+    public let socketMode: mode_t
     let factory: HandlerFactory
     let log: @Sendable (String) -> Void
     let turns = AcceptTurns()
 
-    public init(socketPath: String, threads: Int, log: @escaping @Sendable (String) -> Void, factory: @escaping HandlerFactory) {
+    /// - Parameters:
+    ///   - socketGroup: the group whose members (nginx's workers) may connect; nil: root only.
+    ///   - socketMode: the socket's mode, 0660 by default (0600 is forced without a group).
+    public init(socketPath: String, threads: Int, socketGroup: gid_t? = nil, socketMode: mode_t = 0o660,
+                log: @escaping @Sendable (String) -> Void, factory: @escaping HandlerFactory) {
         self.socketPath = socketPath
         self.threads = max(1, threads)
+        self.socketGroup = socketGroup
+        self.socketMode = socketGroup == nil ? 0o600 : socketMode
         self.factory = factory
         self.log = log
     }
@@ -33,8 +42,16 @@ public final class FCGIServer: Sendable {
         }
         let fd = FCGX_OpenSocket(socketPath, 1024)
         guard fd >= 0 else { throw StartError.socket("cannot listen on \(socketPath): \(String(cString: strerror(errno)))") }
-        // nginx workers run as another user: let them connect (the run directory guards access).
-        chmod(socketPath, 0o666)
+        // nginx's workers run as another user in the socket group: they, and nobody else but
+        // root, may connect. (Until here the socket has the umask's mode: 0700 under systemd,
+        // 0755 elsewhere; connecting needs write permission, so nobody else could.)
+        if let socketGroup, chown(socketPath, uid_t.max, socketGroup) != 0 {
+            let e = String(cString: strerror(errno))
+            chmod(socketPath, 0o600)
+            log("cannot give \(socketPath) to group \(socketGroup): \(e); the socket is root-only (0600), nginx workers running as another user will get 502")
+        } else {
+            chmod(socketPath, socketMode)
+        }
 
         var set = sigset_t()
         sigemptyset(&set)
@@ -150,8 +167,8 @@ public final class FCGIServer: Sendable {
     }
 
     static func readRequest(_ req: UnsafeMutablePointer<FCGX_Request>) -> Request {
-        var uri = param(req, "REQUEST_URI")
-        if uri.isEmpty { uri = param(req, "DOCUMENT_URI") }
+        // REQUEST_URI only: DOCUMENT_URI is already decoded (routing on it would decode twice).
+        let uri = param(req, "REQUEST_URI")
         var path = uri, query = param(req, "QUERY_STRING")
         if let q = uri.firstIndex(of: "?") {
             path = String(uri[..<q])
@@ -159,7 +176,8 @@ public final class FCGIServer: Sendable {
         }
         return Request(method: param(req, "REQUEST_METHOD"), path: path, query: query,
                        contentType: param(req, "CONTENT_TYPE"), contentLength: Int(param(req, "CONTENT_LENGTH")) ?? 0,
-                       subject: param(req, "HTTP_X_AUTH_SUBJECT"), requestID: param(req, "HTTP_X_REQUEST_ID"))
+                       subject: param(req, "HTTP_X_AUTH_SUBJECT"), requestID: param(req, "HTTP_X_REQUEST_ID"),
+                       documentURI: param(req, "DOCUMENT_URI"))
     }
 }
 

@@ -13,15 +13,20 @@ public struct Request: Sendable {
     public var query: String
     public var contentType: String
     public var contentLength: Int
-    /// `X-Auth-Subject` set by nginx after verifying the bearer token.
+    /// `X-Auth-Subject` set by nginx after verifying the bearer token ("" on open locations
+    /// and when nginx did not pass one).
     public var subject: String
     public var requestID: String
     public var params: [String: String]
+    /// nginx's `$uri` (DOCUMENT_URI): the path it chose its location by — percent-decoded, dot
+    /// segments resolved, slashes merged. "" when not passed.
+    public var documentURI: String
 
     public init(method: String, path: String, query: String = "", contentType: String = "", contentLength: Int = 0,
-                subject: String = "", requestID: String = "", params: [String: String] = [:]) {
+                subject: String = "", requestID: String = "", params: [String: String] = [:], documentURI: String = "") {
         self.method = method; self.path = path; self.query = query; self.contentType = contentType
         self.contentLength = contentLength; self.subject = subject; self.requestID = requestID; self.params = params
+        self.documentURI = documentURI
     }
 }
 

@@ -6,7 +6,9 @@ import Musl
 import Digest
 
 /// `hypeman-token`: prints an HS256 JWT (`sub`, `iat`, `exp`) signed with the bytes of an
-/// environment variable, the same key nginx's HypemanAuth.pm verifies with.
+/// environment variable, the same key nginx's HypemanAuth.pm verifies with. Every token has an
+/// `exp`, and its lifetime is at most `HYPEMAN_MAX_TOKEN_TTL` (default 30d), the bound nginx
+/// enforces.
 enum TokenCommand {
     static let usage = """
         usage: hypeman-token [--subject NAME] [--ttl DURATION] [--secret-env VAR]
@@ -16,12 +18,14 @@ enum TokenCommand {
 
           --subject NAME    the token's subject (default: test-user)
           --ttl DURATION    lifetime: seconds (3600) or a number with s, m, h or d
-                            (30m, 24h, 7d); default 24h, at most 3650d
+                            (30m, 24h, 7d); default 24h, at most HYPEMAN_MAX_TOKEN_TTL
+                            (the longest lifetime nginx accepts; default 30d)
           --secret-env VAR  environment variable holding the HMAC key (default JWT_SECRET)
           -h, --help        this text
 
         Example: curl -H "Authorization: Bearer $(hypeman-token --subject alice --ttl 1h)" ...
-        Exit status: 0 on success, 2 on bad arguments or an empty/missing secret.
+        Exit status: 0 on success, 2 on bad arguments, a --ttl above HYPEMAN_MAX_TOKEN_TTL or
+        an empty/missing secret.
         """
 
     struct Options: Equatable {
@@ -40,6 +44,17 @@ enum TokenCommand {
     }
 
     static let maxTTLSeconds: Int64 = 3650 * 86400
+    /// nginx's bound when `HYPEMAN_MAX_TOKEN_TTL` is unset (nginx/render.sh has the same default).
+    static let defaultMaxTokenTTL: Int64 = 30 * 86400
+
+    /// The longest lifetime nginx accepts: `HYPEMAN_MAX_TOKEN_TTL` (a duration) or 30 days.
+    static func maxTokenTTL(_ value: String?) throws -> Int64 {
+        guard let value, !value.isEmpty else { return defaultMaxTokenTTL }
+        guard let seconds = parseDuration(value) else {
+            throw UsageError(message: "HYPEMAN_MAX_TOKEN_TTL '\(value)' is not a duration like 30d (1s to 3650d)")
+        }
+        return seconds
+    }
 
     /// Runs the command; returns the process exit status.
     static func main(_ arguments: [String]) -> Int32 {
@@ -58,6 +73,19 @@ enum TokenCommand {
             writeAll(1, usage + "\n")
             return 0
         case .run(let options):
+            do {
+                let bound = try maxTokenTTL(getenv("HYPEMAN_MAX_TOKEN_TTL").map { String(cString: $0) })
+                guard options.ttlSeconds <= bound else {
+                    fail("--ttl of \(options.ttlSeconds) s is longer than HYPEMAN_MAX_TOKEN_TTL (\(bound) s): nginx would reject the token")
+                    return 2
+                }
+            } catch let error as UsageError {
+                fail(error.message)
+                return 2
+            } catch {
+                fail("\(error)")
+                return 2
+            }
             guard let secret = environmentBytes(options.secretEnv), !secret.isEmpty else {
                 fail("environment variable \(options.secretEnv) is empty or unset; set it to the API's JWT_SECRET")
                 return 2

@@ -13,6 +13,8 @@ public struct PulledImage: Sendable {
     public var config: ImageConfig
     public var layers: [Descriptor]
     public var platform: Platform
+    /// Bytes of the distinct layer blobs (bounded and summed checked).
+    public var layerBytes: Int64 = 0
 
     /// Every blob this image needs in the cache (manifests, config, layers).
     public var blobDigests: [String] { manifestDigests + [configDigest] + layers.map(\.digest) }
@@ -22,9 +24,24 @@ public struct PulledImage: Sendable {
         var out: [LayerSource] = []
         for l in layers {
             guard let c = MediaType.layerCompression(l.mediaType) else { throw .unsupportedMediaType("layer type \(l.mediaType)") }
-            out.append(LayerSource(path: try store.path(for: l.digest), compression: c))
+            out.append(LayerSource(path: try store.path(for: l.digest), compression: c, label: "layer \(l.digest)"))
         }
         return out
+    }
+}
+
+/// Bounds on the sizes a registry declares, checked before anything is fetched: a descriptor's
+/// `size` is untrusted input (it also caps the download of that blob).
+public struct PullLimits: Sendable, Equatable {
+    /// Largest single layer blob.
+    public var maxBlobBytes: Int64
+    /// Largest sum of an image's (distinct) layer blobs.
+    public var maxImageBytes: Int64
+    /// Largest image config blob (it is read into memory).
+    public var maxConfigBytes: Int64
+
+    public init(maxBlobBytes: Int64 = 32 << 30, maxImageBytes: Int64 = 32 << 30, maxConfigBytes: Int64 = 8 << 20) {
+        self.maxBlobBytes = maxBlobBytes; self.maxImageBytes = maxImageBytes; self.maxConfigBytes = maxConfigBytes
     }
 }
 
@@ -35,10 +52,37 @@ public final class ImagePuller: Sendable {
     public let store: BlobStore
     public let parallelLayers: Int
     public let platform: Platform
+    public let limits: PullLimits
 
-    public init(registry: RegistryClient, store: BlobStore, parallelLayers: Int = 3, platform: Platform = .linuxAMD64) {
+    public init(registry: RegistryClient, store: BlobStore, parallelLayers: Int = 3, platform: Platform = .linuxAMD64,
+                limits: PullLimits = PullLimits()) {
         self.registry = registry; self.store = store
-        self.parallelLayers = max(1, parallelLayers); self.platform = platform
+        self.parallelLayers = max(1, parallelLayers); self.platform = platform; self.limits = limits
+    }
+
+    /// Checks one descriptor's declared size: not negative, not above `max`.
+    static func checkSize(_ d: Descriptor, max: Int64, what: String) throws(OCIError) {
+        guard d.size >= 0 else { throw .invalidResponse("\(what) \(d.digest) declares a negative size (\(d.size))") }
+        guard d.size <= max else {
+            throw .limitExceeded("\(what) \(d.digest) declares \(d.size) bytes, above the limit of \(max) bytes")
+        }
+    }
+
+    /// Validates every size a manifest declares against `limits` and returns the total of its
+    /// distinct layers (checked: an overflow or a total above `maxImageBytes` is `.limitExceeded`).
+    public static func checkedLayerTotal(_ m: ImageManifest, limits: PullLimits) throws(OCIError) -> Int64 {
+        try checkSize(m.config, max: limits.maxConfigBytes, what: "config")
+        var seen = Set<String>()
+        var total: Int64 = 0
+        for l in m.layers {
+            try checkSize(l, max: limits.maxBlobBytes, what: "layer")
+            guard seen.insert(l.digest).inserted else { continue }
+            guard let t = ByteMath.add(total, l.size), t <= limits.maxImageBytes else {
+                throw .limitExceeded("the image's layers add up to more than \(limits.maxImageBytes) bytes")
+            }
+            total = t
+        }
+        return total
     }
 
     /// Pulls `ref` (at `digest` when given, else its tag). `progress(done, total)` reports layer bytes
@@ -54,6 +98,7 @@ public final class ImagePuller: Sendable {
         var manifestDigests = [top.digest]
         if case .index(let index) = try top.decode() {
             let chosen = try PlatformSelector.select(index, for: platform)
+            try Self.checkSize(chosen, max: Int64(registry.options.maxManifestBytes), what: "manifest")
             top = try manifest(ref, reference: chosen.digest, http: http, pin: pin)
             manifestDigests.append(top.digest)
         }
@@ -66,9 +111,10 @@ public final class ImagePuller: Sendable {
         for l in m.layers where MediaType.layerCompression(l.mediaType) == nil {
             throw .unsupportedMediaType("layer \(l.digest) has type \(l.mediaType)")
         }
+        let layerBytes = try Self.checkedLayerTotal(m, limits: limits)
         pin?(m.config.digest)
         try registry.fetchBlob(ref, descriptor: m.config, into: store, http: http)
-        let configBytes = try store.read(m.config.digest)
+        let configBytes = try store.read(m.config.digest, limit: Int(limits.maxConfigBytes))
         let config: ImageConfig
         do { config = try JSONDecoder().decode(ImageConfig.self, from: Data(configBytes)) } catch {
             throw .invalidResponse("config \(m.config.digest) is not an image config: \(error)")
@@ -80,7 +126,7 @@ public final class ImagePuller: Sendable {
         for l in m.layers { pin?(l.digest) }
         try fetchLayers(ref, m.layers, progress: progress)
         return PulledImage(digest: manifestDigests[0], manifestDigests: manifestDigests, configDigest: m.config.digest,
-                           config: config, layers: m.layers, platform: got)
+                           config: config, layers: m.layers, platform: got, layerBytes: layerBytes)
     }
 
     /// A manifest by digest from the cache, else from the registry (then cached); by tag always
@@ -104,6 +150,7 @@ public final class ImagePuller: Sendable {
                              progress: (@Sendable (Int64, Int64) -> Void)?) throws(OCIError) {
         var seen = Set<String>()
         let unique = layers.filter { seen.insert($0.digest).inserted }
+        // Sizes were bounded by `checkedLayerTotal`; the meter sums them checked all the same.
         let meter = ProgressMeter(sizes: unique.map { max(0, $0.size) }, report: progress)
         for (i, l) in unique.enumerated() where store.contains(l.digest) { meter.complete(i) }
         meter.flush()
@@ -137,7 +184,7 @@ final class ProgressMeter: Sendable {
 
     init(sizes: [Int64], report: (@Sendable (Int64, Int64) -> Void)?) {
         self.sizes = sizes
-        self.total = sizes.reduce(0, +)
+        self.total = ByteMath.sum(sizes) ?? Int64.max
         self.report = report
         state = Mutex(State(done: Array(repeating: 0, count: sizes.count), last: nil))
     }
@@ -152,7 +199,7 @@ final class ProgressMeter: Sendable {
             change(&s)
             if !force, let last = s.last, now - last < .milliseconds(100) { return nil }
             s.last = now
-            return s.done.reduce(0, +)
+            return ByteMath.sum(s.done) ?? Int64.max
         }
         if let value { report?(value, total) }
     }

@@ -37,7 +37,12 @@ public struct UnpackStats: Sendable, Equatable {
 public struct LayerSource: Sendable {
     public var path: String
     public var compression: LayerCompression
-    public init(path: String, compression: LayerCompression) { self.path = path; self.compression = compression }
+    /// How errors name it (never a host path): the file name, i.e. the blob's hex digest.
+    public var label: String
+    public init(path: String, compression: LayerCompression, label: String? = nil) {
+        self.path = path; self.compression = compression
+        self.label = label ?? "layer " + String(path.split(separator: "/").last ?? "")
+    }
 }
 
 /// Applies OCI layers, in order, to a root directory without ever leaving it.
@@ -108,16 +113,21 @@ public final class LayerUnpacker {
         // Compressed layers are decompressed on a second thread and streamed to this one over a
         // socket pair: inflating and writing files overlap (no intermediate copy).
         var inflater: Inflater?
-        if inflateOnThread, layer.compression != .none, let inf = Inflater(path: layer.path) {
+        if inflateOnThread, layer.compression != .none, let inf = Inflater(path: layer.path, label: layer.label) {
             inflater = inf
             guard archive_read_open_fd(a, inf.readFD, 1 << 20) == ARCHIVE_OK else {
-                inf.finish()
-                throw .io("cannot read layer \(layer.path): \(Self.archiveError(a))")
+                // What the inflater reads is the layer's content: a failure here is the layer's
+                // (the inflater's own error, if it had one, says more).
+                let why = Self.archiveError(a)
+                if let e = inf.finish() { throw e }
+                throw .unsafeLayer("\(layer.label): not a tar archive: \(why)")
             }
         } else {
             archive_read_support_filter_gzip(a)
             archive_read_support_filter_zstd(a)
             guard archive_read_open_filename(a, layer.path, 1 << 20) == ARCHIVE_OK else {
+                // Bad content is the layer's fault (named by its label); anything else is the host's.
+                if archive_errno(a) == EILSEQ { throw .unsafeLayer("\(layer.label): not a tar archive: \(Self.archiveError(a))") }
                 throw .io("cannot open layer \(layer.path): \(Self.archiveError(a))")
             }
         }
@@ -139,7 +149,7 @@ public final class LayerUnpacker {
             let r = archive_read_next_header(a, &entry)
             if r == ARCHIVE_EOF { break }
             guard r == ARCHIVE_OK || r == ARCHIVE_WARN, let e = entry else {
-                throw .unsafeLayer("\(layer.path): corrupt layer: \(Self.archiveError(a))")
+                throw .unsafeLayer("\(layer.label): corrupt tar: \(Self.archiveError(a))")
             }
             stats.entries += 1
             if stats.entries > limits.maxEntries {
@@ -253,10 +263,14 @@ public final class LayerUnpacker {
     }
 
     private func regularFile(_ a: OpaquePointer, _ e: OpaquePointer, parentFD: Int32, name: String, full: String) throws(OCIError) {
+        // The header's size is untrusted: bounded before use, and counted (checked) up front, so a
+        // sparse or lying entry cannot make a file larger than the limit either.
         let size = Int64(archive_entry_size(e))
-        if stats.bytes + size > limits.maxBytes {
-            throw .limitExceeded("image layers expand to more than \(limits.maxBytes) bytes")
+        guard size >= 0 else { throw .unsafeLayer("\(full): negative file size in the tar header") }
+        guard size <= limits.maxBytes, let reserved = ByteMath.add(stats.bytes, size), reserved <= limits.maxBytes else {
+            throw .limitExceeded("\(limits.plainArchive ? "the archive expands" : "image layers expand") to more than \(limits.maxBytes) bytes")
         }
+        stats.bytes = reserved
         var fd = openat(parentFD, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         if fd < 0 && errno == EEXIST {
             try removeExisting(parentFD, name, full)
@@ -279,9 +293,9 @@ public final class LayerUnpacker {
                 throw .unsafeLayer("\(full): corrupt data: \(Self.archiveError(a))")
             }
             guard len > 0, let base = buf else { continue }
-            stats.bytes += Int64(len)
-            if stats.bytes > limits.maxBytes {
-                throw .limitExceeded("image layers expand to more than \(limits.maxBytes) bytes")
+            // Data only inside the declared size (already counted against the limit).
+            guard offset >= 0, let blockEnd = ByteMath.add(Int64(offset), Int64(len)), blockEnd <= size else {
+                throw .unsafeLayer("\(full): data beyond the size in its tar header")
             }
             var done = 0
             while done < len {
@@ -289,7 +303,7 @@ public final class LayerUnpacker {
                 if n < 0 { if errno == EINTR { continue }; throw .io("write \(full): \(Self.err())") }
                 done += n
             }
-            end = max(end, Int64(offset) + Int64(len))
+            end = max(end, blockEnd)
         }
         if end < size { guard ftruncate(fd, off_t(size)) == 0 else { throw .io("truncate \(full): \(Self.err())") } }
         if isRoot {
@@ -542,7 +556,7 @@ final class Inflater: @unchecked Sendable {
     private var error: OCIError?
     private var finished = false
 
-    init?(path: String) {
+    init?(path: String, label: String) {
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else { return nil }
         readFD = fds[0]
@@ -550,7 +564,7 @@ final class Inflater: @unchecked Sendable {
         var size: Int32 = 1 << 20
         _ = setsockopt(writeFD, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         let t = Thread { [self] in
-            let e = self.pump(path)
+            let e = self.pump(path, label: label)
             self.lock.lock(); self.error = e; self.lock.unlock()
             close(self.writeFD)
             self.done.signal()
@@ -559,7 +573,7 @@ final class Inflater: @unchecked Sendable {
         t.start()
     }
 
-    private func pump(_ path: String) -> OCIError? {
+    private func pump(_ path: String, label: String) -> OCIError? {
         guard let a = archive_read_new() else { return .io("archive_read_new failed") }
         defer { archive_read_free(a) }
         archive_read_support_filter_gzip(a)
@@ -570,7 +584,7 @@ final class Inflater: @unchecked Sendable {
         }
         var entry: OpaquePointer?
         guard archive_read_next_header(a, &entry) == ARCHIVE_OK else {
-            return .unsafeLayer("\(path): not a compressed stream: \(LayerUnpacker.archiveError(a))")
+            return .unsafeLayer("\(label): not a compressed stream: \(LayerUnpacker.archiveError(a))")
         }
         var buf: UnsafeRawPointer?
         var len = 0
@@ -579,7 +593,7 @@ final class Inflater: @unchecked Sendable {
             let r = archive_read_data_block(a, &buf, &len, &offset)
             if r == ARCHIVE_EOF { return nil }
             guard r == ARCHIVE_OK || r == ARCHIVE_WARN else {
-                return .unsafeLayer("\(path): corrupt compressed data: \(LayerUnpacker.archiveError(a))")
+                return .unsafeLayer("\(label): corrupt compressed data: \(LayerUnpacker.archiveError(a))")
             }
             guard let base = buf else { continue }
             var sent = 0

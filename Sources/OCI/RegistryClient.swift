@@ -312,7 +312,7 @@ public final class RegistryClient: Sendable {
                   let token = (obj["token"] as? String) ?? (obj["access_token"] as? String), !token.isEmpty else {
                 throw .invalidResponse("token endpoint \(realmHostPort) sent no token")
             }
-            let lifetime = max(30, (obj["expires_in"] as? Int) ?? 60)
+            let lifetime = min(86_400, max(30, (obj["expires_in"] as? Int) ?? 60))   // bounded: the value is the registry's
             // Renew a little early.
             return CachedToken(value: token, expires: ContinuousClock.now + .seconds(lifetime - 10))
         }

@@ -44,6 +44,31 @@ public struct ProvisionerConfig: Sendable {
 
     public var wakeSocket: String { runDir + "/provisioner.wake" }
 
+    /// MAX_IMAGE_SIZE: the largest image accepted, for its compressed layers (each and together)
+    /// and for what they unpack to (default 32 GiB). Sizes a registry or an archive declares
+    /// beyond it fail the image.
+    public var maxImageBytes: Int64 = 32 << 30
+    /// JOB_MAX_ATTEMPTS: how often a job or build interrupted by a Provisioner crash is started
+    /// again; past it the job fails with an error on its resource (default 3).
+    public var jobMaxAttempts: Int = 3
+    /// JOB_RETRY_BACKOFF_SECONDS: the wait before a re-queued job may run again; doubled per
+    /// attempt, at most 64 times this (default 5).
+    public var jobRetryBackoffSeconds: Double = 5
+    /// HYPEMAN_UPLOAD_DIR: where the FastCGI side stages volume archives (default DATA_DIR/uploads).
+    public var uploadDir: String?
+    /// UPLOAD_MAX_AGE_SECONDS: staged uploads untouched this long and referenced by no pending job
+    /// are removed at start and every `uploadSweepSeconds` (default 3600).
+    public var uploadMaxAgeSeconds: Double = 3600
+    public var uploadSweepSeconds: Double = 3600
+    /// The exclusive lock a running Provisioner holds on its data directory.
+    public var lockPath: String { dataDir + "/provisioner.lock" }
+    public var uploadsDir: String { uploadDir ?? dataDir + "/uploads" }
+
+    /// The retry policy for interrupted jobs.
+    public var jobRetry: JobRetryPolicy {
+        JobRetryPolicy(maxAttempts: jobMaxAttempts, baseDelay: jobRetryBackoffSeconds)
+    }
+
     /// KVM is the default only where /dev/kvm opens read-write; set QEMU_ACCEL explicitly where it
     /// opens but cannot run stock kernels (nested PVM).
     /// Under TCG the guest is told the host TSC frequency; without it busy hosts hang at calibration.
@@ -67,8 +92,20 @@ public struct ProvisionerConfig: Sendable {
             guard let i = Int(s), i > 0 else { throw APIError(.invalidRequest, "\(k)=\(s) must be a positive integer") }
             return i
         }
+        func seconds(_ k: String, _ d: Double) throws -> Double {
+            guard let s = v(k) else { return d }
+            guard let x = Double(s), x.isFinite, x >= 0, x <= 86_400 * 365 else {
+                throw APIError(.invalidRequest, "\(k)=\(s) must be a number of seconds")
+            }
+            return x
+        }
         let data = v("DATA_DIR") ?? "/var/lib/hypeman"
-        return ProvisionerConfig(
+        var maxImage: Int64 = 32 << 30
+        if let s = v("MAX_IMAGE_SIZE") {
+            guard let b = Size.parse(s), b > 0 else { throw APIError(.invalidRequest, "MAX_IMAGE_SIZE=\(s) must be a size such as 32GB") }
+            maxImage = b
+        }
+        var c = ProvisionerConfig(
             dataDir: data, dbPath: v("HYPEMAN_DB") ?? data + "/hypeman.db", runDir: v("HYPEMAN_RUN_DIR") ?? "/run/hypeman",
             maxConcurrentBuilds: try int("MAX_CONCURRENT_BUILDS", 1), workers: try int("PROVISIONER_WORKERS", 4),
             insecureRegistries: (v("INSECURE_REGISTRIES") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -83,6 +120,13 @@ public struct ProvisionerConfig: Sendable {
             agentBinary: Self.agentBinary(v("HYPEMAN_AGENT_BINARY")),
             agentReadyTimeout: Double(v("AGENT_READY_TIMEOUT") ?? "") ?? 60,
             execSocketOverride: v("EXEC_SOCKET"))
+        c.maxImageBytes = maxImage
+        c.jobMaxAttempts = try int("JOB_MAX_ATTEMPTS", 3)
+        c.jobRetryBackoffSeconds = try seconds("JOB_RETRY_BACKOFF_SECONDS", 5)
+        c.uploadDir = v("HYPEMAN_UPLOAD_DIR")
+        c.uploadMaxAgeSeconds = try seconds("UPLOAD_MAX_AGE_SECONDS", 3600)
+        c.uploadSweepSeconds = max(1, try seconds("UPLOAD_SWEEP_SECONDS", 3600))
+        return c
     }
 
     /// The configured agent binary, or `hypeman-agent` next to the running executable.

@@ -15,7 +15,15 @@ public enum ProvisionerMain {
             exit(2)
         }
         let fm = FileManager.default
-        for d in [config.dataDir, config.runDir, config.guestsDir, config.volumesDir] {
+        try? fm.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        // One Provisioner per data directory, before anything is read or changed: a second one
+        // would reconcile (roll back) work the first is doing.
+        let lock: ProvisionerLock
+        do { lock = try ProvisionerLock(path: config.lockPath) } catch {
+            log.error("cannot start: \(error)", ["data_dir": config.dataDir])
+            exit(3)
+        }
+        for d in [config.runDir, config.guestsDir, config.volumesDir] {
             try? fm.createDirectory(atPath: d, withIntermediateDirectories: true)
         }
         // Block SIGTERM/SIGINT before any thread starts, so only the main thread's sigwait sees them.
@@ -75,6 +83,19 @@ public enum ProvisionerMain {
                                          "builds": String(config.maxConcurrentBuilds),
                                          "hypervisors": instances.drivers.isEmpty ? "none" : instances.drivers.joined(separator: ","),
                                          "exec_socket": config.execSocket, "agent": config.agentBinary ?? "none"])
+        // Staged uploads a crash left behind: swept now and periodically.
+        let sweeper = UploadSweeper(dir: config.uploadsDir, maxAge: config.uploadMaxAgeSeconds)
+        sweeper.sweep(store: store)
+        let sweepEvery = config.uploadSweepSeconds, dbPath = config.dbPath
+        let sweepThread = Thread {
+            guard let s = try? Store(path: dbPath) else { return }
+            while true {
+                Thread.sleep(forTimeInterval: sweepEvery)
+                sweeper.sweep(store: s)
+            }
+        }
+        sweepThread.name = "upload-sweep"
+        sweepThread.start()
         runner.poke()
         var sig: Int32 = 0
         sigwait(&set, &sig)
@@ -83,6 +104,7 @@ public enum ProvisionerMain {
         runner.stop()
         agents.closeAll()
         log.info("stopped")
+        withExtendedLifetime(lock) {}
         exit(0)
     }
 }

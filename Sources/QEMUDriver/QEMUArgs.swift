@@ -85,7 +85,8 @@ public enum QEMUArgs {
 
     /// Builds the argv (without the binary). `layout` places disks on root ports (q35);
     /// `incoming` adds `-incoming <value>` for a restore (`defer` to use `migrate-incoming`).
-    public static func build(_ spec: VMSpec, layout: QEMULayout, options: QEMUOptions, incoming: String? = nil) -> [String] {
+    /// Throws `.invalidSpec` when the memory sizes are negative or their sum overflows.
+    public static func build(_ spec: VMSpec, layout: QEMULayout, options: QEMUOptions, incoming: String? = nil) throws(VMMError) -> [String] {
         let machine = layout.machine
         var a: [String] = []
         a += ["-name", "guest=\(esc(spec.instanceID))"]
@@ -94,7 +95,14 @@ public enum QEMUArgs {
         a += ["-cpu", cpuModel(accel: spec.accel, options: options)]
         a += ["-smp", String(max(1, spec.vcpus))]
         let hotplug = hotplugBytes(spec, machine: machine)
-        a += ["-m", hotplug > 0 ? "\(spec.memoryBytes)B,maxmem=\(spec.memoryBytes + hotplug)B" : "\(spec.memoryBytes)B"]
+        guard spec.memoryBytes >= 0, hotplug >= 0 else {
+            throw .invalidSpec("memory \(spec.memoryBytes) bytes with \(spec.hotplugBytes) hot-pluggable")
+        }
+        let (maxMem, overflow) = spec.memoryBytes.addingReportingOverflow(hotplug)
+        guard !overflow else {
+            throw .invalidSpec("memory \(spec.memoryBytes) bytes plus \(hotplug) hot-pluggable bytes is too large")
+        }
+        a += ["-m", hotplug > 0 ? "\(spec.memoryBytes)B,maxmem=\(maxMem)B" : "\(spec.memoryBytes)B"]
         a += ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-S"]
         a += ["-pidfile", pidFilePath(spec)]
         a += ["-qmp", "unix:\(esc(qmpSocketPath(spec))),server=on,wait=off"]

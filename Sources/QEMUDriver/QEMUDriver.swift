@@ -78,9 +78,9 @@ public struct QEMUDriver: HypervisorDriver {
     }
 
     /// The argv a launch of `spec` runs (binary excluded).
-    public func arguments(for spec: VMSpec) -> [String] {
+    public func arguments(for spec: VMSpec) throws(VMMError) -> [String] {
         let s = effective(spec)
-        return QEMUArgs.build(s, layout: QEMULayout.initial(for: s, options: options), options: options)
+        return try QEMUArgs.build(s, layout: QEMULayout.initial(for: s, options: options), options: options)
     }
 
     /// Starts QEMU paused (`-S`), negotiates QMP, then `cont`: the VM is running on return.
@@ -195,7 +195,7 @@ public struct QEMUDriver: HypervisorDriver {
         unlink(qmpPath)
         try layout.write(to: spec.runDir + "/" + QEMULayout.fileName)
 
-        let args = QEMUArgs.build(spec, layout: layout, options: options, incoming: incoming)
+        let args = try QEMUArgs.build(spec, layout: layout, options: options, incoming: incoming)
         let logOffset = (try? FileManager.default.attributesOfItem(atPath: spec.vmmLogPath)[.size] as? Int) ?? 0
         let began = ContinuousClock.now
         let process = try QEMUProcess.spawn(binary: bin, arguments: args, logPath: spec.vmmLogPath, runDir: spec.runDir)

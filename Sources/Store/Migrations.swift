@@ -103,6 +103,13 @@ enum Migrations {
         """
         ALTER TABLE instances ADD COLUMN skip_guest_agent INTEGER NOT NULL DEFAULT 0;
         """,
+        // 3: interrupted jobs and builds are retried a bounded number of times, with backoff
+        // (`not_before`: Unix milliseconds before which the row may not be claimed).
+        """
+        ALTER TABLE jobs ADD COLUMN not_before INTEGER;
+        ALTER TABLE image_builds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE image_builds ADD COLUMN not_before INTEGER;
+        """,
     ]
 
     static func apply(_ db: Connection) throws {

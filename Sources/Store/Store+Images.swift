@@ -99,6 +99,7 @@ extension Store {
             } else if existing == "failed" {
                 try db.run("""
                     UPDATE image_builds SET status = 'pending', error = NULL, bytes_done = 0, bytes_total = 0, source_ref = ?,
+                        attempts = 0, not_before = NULL,
                         queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM image_builds), updated_at = ? WHERE digest = ?
                     """, [sourceRef, now, digest])
                 queued = true
@@ -111,14 +112,15 @@ extension Store {
         }
     }
 
-    /// Claims the oldest pending build (status → pulling), or nil.
-    public func claimImageBuild() throws -> ImageBuildRecord? {
+    /// Claims the oldest pending build whose backoff has passed (status → pulling, one more
+    /// attempt), or nil.
+    public func claimImageBuild(now: Int64 = unixMillis()) throws -> ImageBuildRecord? {
         try transaction {
             guard let r = try db.queryOne("""
                 SELECT digest, repository, source_ref, status, error, disk_path FROM image_builds
-                WHERE status = 'pending' ORDER BY queue_seq LIMIT 1
-                """) else { return nil }
-            try db.run("UPDATE image_builds SET status = 'pulling', updated_at = ? WHERE digest = ?",
+                WHERE status = 'pending' AND (not_before IS NULL OR not_before <= ?) ORDER BY queue_seq LIMIT 1
+                """, [now]) else { return nil }
+            try db.run("UPDATE image_builds SET status = 'pulling', attempts = attempts + 1, updated_at = ? WHERE digest = ?",
                        [Timestamp.now(), r.string("digest") ?? ""])
             return ImageBuildRecord(digest: r.string("digest") ?? "", repository: r.string("repository") ?? "",
                                     sourceRef: r.string("source_ref") ?? "", status: "pulling", error: nil, diskPath: nil)

@@ -1,4 +1,7 @@
 import SQLite
+#if canImport(Glibc)
+import Glibc
+#endif
 import JSON
 import Model
 
@@ -26,7 +29,17 @@ public struct JobRecord: Sendable {
     public var answered: Bool
     public var error: APIError?
     public var waiter: String?
+    /// How often the job was claimed (a job re-queued after a crash counts each start).
     public var attempts: Int
+    /// Unix milliseconds before which the job may not be claimed (backoff after an interruption).
+    public var notBefore: Int64?
+}
+
+/// Unix time in milliseconds, as `not_before` columns hold it.
+public func unixMillis() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }
 
 extension Store {
@@ -39,7 +52,8 @@ extension Store {
         return JobRecord(id: r.int("id") ?? 0, kind: JobKind(rawValue: r.string("kind") ?? "") ?? .create,
                          target: r.string("target") ?? "", payload: Columns.decode(r.string("payload")) ?? .object(JSONObject()),
                          state: JobState(rawValue: r.string("state") ?? "") ?? .failed, answered: r.bool("answered"),
-                         error: err, waiter: r.string("waiter"), attempts: Int(r.int("attempts") ?? 0))
+                         error: err, waiter: r.string("waiter"), attempts: Int(r.int("attempts") ?? 0),
+                         notBefore: r.int("not_before"))
     }
 
     /// Appends a job; returns its id.
@@ -63,14 +77,18 @@ extension Store {
 
     // MARK: provisioner side
 
-    /// Claims the oldest queued job whose target has no running job (work on one target is serial).
-    public func claimJob() throws -> JobRecord? {
+    /// Claims the oldest queued job whose target has no running job (work on one target is serial)
+    /// and whose backoff (`not_before`) has passed. A target's jobs run in order: one waiting out
+    /// its backoff holds back the later jobs of its target.
+    public func claimJob(now: Int64 = unixMillis()) throws -> JobRecord? {
         try transaction {
             guard let r = try db.queryOne("""
                 SELECT * FROM jobs j WHERE j.state = 'queued'
+                AND (j.not_before IS NULL OR j.not_before <= ?)
                 AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.target = j.target AND r.state = 'running')
+                AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.target = j.target AND e.state = 'queued' AND e.id < j.id)
                 ORDER BY j.id LIMIT 1
-                """) else { return nil }
+                """, [now]) else { return nil }
             let id = r.int("id") ?? 0
             try db.run("UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?", [Timestamp.now(), id])
             var j = jobRecord(r)
@@ -97,9 +115,67 @@ extension Store {
         try db.query("SELECT * FROM jobs WHERE state = 'running' ORDER BY id").map(jobRecord)
     }
 
-    /// Puts a running job back in the queue (reconcile after a crash).
-    public func requeueJob(id: Int64) throws {
-        try db.run("UPDATE jobs SET state = 'queued', started_at = NULL WHERE id = ?", [id])
+    /// Puts a running job back in the queue (reconcile after a crash), claimable from `notBefore`
+    /// (Unix milliseconds; nil = at once).
+    public func requeueJob(id: Int64, notBefore: Int64? = nil) throws {
+        try db.run("UPDATE jobs SET state = 'queued', started_at = NULL, not_before = ? WHERE id = ?", [notBefore, id])
+    }
+
+    /// Ends a job that kept being interrupted (past its attempt cap): failed with `error`, which
+    /// its resource shows too: an instance's `state_error`; a volume being deleted is `ready`
+    /// again (it still exists, and a DELETE may be retried).
+    public func giveUpJob(_ job: JobRecord, error: APIError) throws {
+        try transaction {
+            try finishJob(id: job.id, error: error)
+            switch job.kind {
+            case .delete, .create, .start, .stop, .standby, .restore, .attach, .detach:
+                try db.run("UPDATE instances SET state_error = ? WHERE id = ?", [error.message, job.target])
+            case .volumeDelete:
+                try db.run("UPDATE volumes SET status = 'ready' WHERE id = ? AND status = 'deleting'", [job.target])
+            case .pull, .imageGC, .volumeCreate:
+                break
+            }
+        }
+    }
+
+    /// Image builds left `pulling`/`converting` by a crash (reconcile at start-up): those claimed
+    /// `maxAttempts` times or more end `failed` with `error(attempts)`; the others go back to the
+    /// queue, claimable after `backoffMillis(attempts)`. Returns (re-queued, failed) digests.
+    public func reconcileInterruptedBuilds(maxAttempts: Int, now: Int64 = unixMillis(),
+                                           backoffMillis: (Int) -> Int64,
+                                           error: (Int) -> String) throws -> (requeued: [String], failed: [String]) {
+        try transaction {
+            var requeued: [String] = [], failed: [String] = []
+            let rows = try db.query("SELECT digest, attempts FROM image_builds WHERE status IN ('pulling','converting') ORDER BY digest")
+            for r in rows {
+                let digest = r.string("digest") ?? ""
+                let attempts = Int(r.int("attempts") ?? 0)
+                if attempts >= maxAttempts {
+                    try db.run("UPDATE image_builds SET status = 'failed', error = ?, updated_at = ? WHERE digest = ?",
+                               [error(attempts), Timestamp.now(), digest])
+                    failed.append(digest)
+                } else {
+                    try db.run("""
+                        UPDATE image_builds SET status = 'pending', bytes_done = 0, not_before = ?, updated_at = ? WHERE digest = ?
+                        """, [now + backoffMillis(attempts), Timestamp.now(), digest])
+                    requeued.append(digest)
+                }
+            }
+            return (requeued, failed)
+        }
+    }
+
+    /// Attempts and backoff of a build (for tests and logs).
+    public func imageBuildAttempts(digest: String) throws -> (attempts: Int, notBefore: Int64?)? {
+        try db.queryOne("SELECT attempts, not_before FROM image_builds WHERE digest = ?", [digest]).map {
+            (Int($0.int("attempts") ?? 0), $0.int("not_before"))
+        }
+    }
+
+    /// Paths of staged uploads that queued or running jobs still reference (`payload.archive`).
+    public func pendingUploadPaths() throws -> Set<String> {
+        let rows = try db.query("SELECT payload FROM jobs WHERE state IN ('queued','running') AND payload LIKE '%archive%'")
+        return Set(rows.compactMap { Columns.decode($0.string("payload"))?["archive"]?.stringValue })
     }
 
     /// Deletes finished jobs older than `keep` newest ones (the queue does not grow forever).

@@ -84,6 +84,8 @@ public enum VMMError: Error, Sendable, CustomStringConvertible, Equatable {
     case status(Int, String)      // VMM answered with an error status and body
     case decoding(String)         // unexpected answer shape
     case timeout(String)
+    /// A spec no VM can have (sizes that overflow, …): refused before anything starts.
+    case invalidSpec(String)
 
     public var description: String {
         switch self {
@@ -93,6 +95,7 @@ public enum VMMError: Error, Sendable, CustomStringConvertible, Equatable {
         case .status(let c, let b): return "VMM returned error (status \(c)): \(b)"
         case .decoding(let s): return "VMM answer not understood: \(s)"
         case .timeout(let s): return "VMM timed out: \(s)"
+        case .invalidSpec(let s): return "invalid VM spec: \(s)"
         }
     }
 }

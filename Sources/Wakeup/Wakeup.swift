@@ -13,8 +13,14 @@ public final class WakeupReceiver {
         public var description: String { if case .socket(let s) = self { return s }; return "" }
     }
 
-    /// Binds a datagram socket at `path` (replacing a stale one), mode 0666.
+    /// Binds a datagram socket at `path` (replacing a stale one), mode 0660 with the socket
+    /// group (`SocketAccess.current`; 0600 when there is none).
     public init(path: String) throws(Failure) {
+        let access: SocketAccess
+        switch SocketAccess.current {
+        case .success(let a): access = a
+        case .failure(let e): throw .socket(e.description)
+        }
         self.path = path
         guard path.utf8.count < 104 else { throw .socket("wake-up socket path \(path) is too long; use a shorter run directory") }
         fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
@@ -26,7 +32,9 @@ public final class WakeupReceiver {
             close(fd)
             throw .socket("bind \(path): \(e)")
         }
-        chmod(path, 0o666)
+        // Only root's daemons (workers, Provisioner) use wake-ups: when the group cannot be
+        // set the socket stays 0600, which still serves them.
+        access.apply(toSocket: path)
     }
 
     deinit {

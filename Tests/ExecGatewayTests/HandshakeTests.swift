@@ -100,7 +100,7 @@ struct HandshakeTests {
                             status: 400, code: "invalid_request", messageContains: "Sec-WebSocket-Key")
         // Upper-case header names and values are fine.
         let c = try h.client()
-        c.send(Array("GET \(t) HTTP/1.1\r\nHOST: x\r\nUPGRADE: WebSocket\r\nCONNECTION: UPGRADE\r\nSEC-WEBSOCKET-VERSION: 13\r\nSEC-WEBSOCKET-KEY: \(WebSocketTestClient.rfcKey)\r\n\r\n".utf8))
+        c.send(Array("GET \(t) HTTP/1.1\r\nHOST: x\r\nUPGRADE: WebSocket\r\nCONNECTION: UPGRADE\r\nSEC-WEBSOCKET-VERSION: 13\r\nSEC-WEBSOCKET-KEY: \(WebSocketTestClient.rfcKey)\r\nX-AUTH-SUBJECT: t\r\n\r\n".utf8))
         #expect(try c.readHTTPReply().status == 101)
     }
 

@@ -30,7 +30,7 @@ struct SessionTests {
         let h = try GatewayHarness()
         defer { h.stop() }
         for (subject, expected) in [("alice", "subject=alice"), ("ops team", #"subject="ops team""#),
-                                    (#"x command=rm"#, #"subject="x command=rm""#), (nil, "subject=-")] as [(String?, String)] {
+                                    (#"x command=rm"#, #"subject="x command=rm""#), ("-", "subject=-")] as [(String?, String)] {
             let before = h.logs.count
             let c = try WebSocketTestClient(path: h.path)
             c.send(WebSocketTestClient.upgradeRequest(target: "/instances/box/exec", replacing: ["X-Auth-Subject": subject]))

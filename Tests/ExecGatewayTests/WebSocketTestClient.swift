@@ -57,7 +57,8 @@ final class WebSocketTestClient {
     static func upgradeRequest(target: String, method: String = "GET", key: String = rfcKey,
                                replacing: [String: String?] = [:]) -> [UInt8] {
         var headers: [(String, String)] = [("Host", "localhost"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                           ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
+                                           ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13"),
+                                           ("X-Auth-Subject", "tester")]
         for (name, value) in replacing {
             headers.removeAll { $0.0 == name }
             if let value { headers.append((name, value)) }

@@ -17,8 +17,9 @@ import VMM
                vsockCID: 7, accel: accel)
     }
 
+    /// The argv, or [] when `build` refused the spec (every expectation on it then fails).
     static func build(_ spec: VMSpec, _ options: QEMUOptions = QEMUOptions(), incoming: String? = nil) -> [String] {
-        QEMUArgs.build(spec, layout: QEMULayout.initial(for: spec, options: options), options: options, incoming: incoming)
+        (try? QEMUArgs.build(spec, layout: QEMULayout.initial(for: spec, options: options), options: options, incoming: incoming)) ?? []
     }
 
     /// The value after each occurrence of `flag`.
@@ -182,7 +183,7 @@ import VMM
         #expect(QEMUArgs.deviceID(p + "1") != QEMUArgs.deviceID(p + "2"))
     }
 
-    @Test func restoreLayoutKeepsHotpluggedDisksOnTheirPorts() {
+    @Test func restoreLayoutKeepsHotpluggedDisksOnTheirPorts() throws {
         let spec = Self.spec(disks: [DiskSpec(id: "rootfs", path: "/d/r", readonly: true),
                                      DiskSpec(id: "vol-b", path: "/d/b", readonly: false)])
         // As saved after vol-a (port 1) was removed and vol-b hot-plugged on port 2.
@@ -190,7 +191,7 @@ import VMM
         layout.accommodate(spec)
         #expect(layout.slots == ["rootfs": 0, "vol-b": 2])
         #expect(layout.freePort() == 1)
-        let a = QEMUArgs.build(spec, layout: layout, options: QEMUOptions(), incoming: "defer")
+        let a = try QEMUArgs.build(spec, layout: layout, options: QEMUOptions(), incoming: "defer")
         #expect(Self.values(a, "-device").filter { $0.hasPrefix("pcie-root-port") }.count == 9)
         #expect(Self.values(a, "-device").contains("virtio-blk-pci,id=vol-b,drive=d-vol-b,serial=vol-b,bus=hm-rp2"))
         #expect(Self.values(a, "-incoming") == ["defer"])
@@ -203,11 +204,11 @@ import VMM
         #expect(l2.slots["vol-c"] == 1)
     }
 
-    @Test func launchAndRestoreBuildTheSameDevices() {
+    @Test func launchAndRestoreBuildTheSameDevices() throws {
         let spec = Self.spec()
         let layout = QEMULayout.initial(for: spec, options: QEMUOptions())
-        let launch = QEMUArgs.build(spec, layout: layout, options: QEMUOptions())
-        let restore = QEMUArgs.build(spec, layout: layout, options: QEMUOptions(), incoming: "defer")
+        let launch = try QEMUArgs.build(spec, layout: layout, options: QEMUOptions())
+        let restore = try QEMUArgs.build(spec, layout: layout, options: QEMUOptions(), incoming: "defer")
         #expect(Array(restore.dropLast(2)) == launch)
     }
 
@@ -231,5 +232,22 @@ import VMM
         #expect(DiskSpec.serial(forID: "a b/c,d:é") == "abcd")
         let a = Self.build(Self.spec(disks: [DiskSpec(id: "vol-h8ymwwud0vqa8dgu8hkm5j6", path: "/v.raw", readonly: false)]))
         #expect(Self.values(a, "-device").contains { $0.contains("serial=vol-h8ymwwud0vqa8dgu,") })
+    }
+
+    @Test func memorySumThatOverflowsIsRefusedNotATrap() {
+        var spec = Self.spec(hotplug: Int64.max - (1 << 30))
+        spec.memoryBytes = 7 << 60
+        #expect(throws: VMMError.self) {
+            _ = try QEMUArgs.build(spec, layout: QEMULayout.initial(for: spec, options: QEMUOptions()), options: QEMUOptions())
+        }
+        var negative = Self.spec()
+        negative.memoryBytes = -1
+        #expect(throws: VMMError.self) {
+            _ = try QEMUArgs.build(negative, layout: QEMULayout.initial(for: negative, options: QEMUOptions()), options: QEMUOptions())
+        }
+        // Large but representable: maxmem is the exact sum.
+        var big = Self.spec(hotplug: 1 << 40)
+        big.memoryBytes = 1 << 40
+        #expect(Self.values(Self.build(big), "-m") == ["\(Int64(1) << 40)B,maxmem=\(Int64(1) << 41)B"])
     }
 }

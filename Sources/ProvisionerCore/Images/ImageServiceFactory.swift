@@ -4,8 +4,10 @@ import Foundation
 /// be set up, e.g. an unreadable credentials file; pulls then fail with dependency_missing).
 func makeImageService(_ config: ProvisionerConfig) -> (any ImageService)? {
     do {
-        return try OCIImageService(config: OCIImageServiceConfig(
-            dataDir: config.dataDir, insecureRegistries: Set(config.insecureRegistries), authFile: config.registryAuthFile))
+        var c = OCIImageServiceConfig(dataDir: config.dataDir, insecureRegistries: Set(config.insecureRegistries),
+                                      authFile: config.registryAuthFile)
+        c.limitImageSize(to: config.maxImageBytes)
+        return try OCIImageService(config: c)
     } catch {
         Log("prov.images").error("image service unavailable", ["error": "\(error)"])
         return nil

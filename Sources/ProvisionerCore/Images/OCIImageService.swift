@@ -24,13 +24,23 @@ public struct OCIImageServiceConfig: Sendable {
     public var resolveTimeout: Double
     public var retry: RetryPolicy
     public var platform: Platform
+    /// Bounds on the sizes a registry declares (per layer, per image, config).
+    public var pullLimits: PullLimits
 
     public init(dataDir: String, insecureRegistries: Set<String> = [], authFile: String? = nil,
                 parallelLayers: Int = 3, limits: UnpackLimits = UnpackLimits(), resolveTimeout: Double = 10,
-                retry: RetryPolicy = RetryPolicy(), platform: Platform = .linuxAMD64) {
+                retry: RetryPolicy = RetryPolicy(), platform: Platform = .linuxAMD64, pullLimits: PullLimits = PullLimits()) {
         self.dataDir = dataDir; self.insecureRegistries = insecureRegistries; self.authFile = authFile
         self.parallelLayers = parallelLayers; self.limits = limits; self.resolveTimeout = resolveTimeout
-        self.retry = retry; self.platform = platform
+        self.retry = retry; self.platform = platform; self.pullLimits = pullLimits
+    }
+
+    /// One bound for an image (`MAX_IMAGE_SIZE`): its compressed layers, each layer, and what
+    /// they expand to when unpacked.
+    public mutating func limitImageSize(to bytes: Int64) {
+        pullLimits.maxImageBytes = bytes
+        pullLimits.maxBlobBytes = bytes
+        limits.maxBytes = bytes
     }
 }
 
@@ -58,6 +68,7 @@ public final class OCIImageService: ImageService {
     let store: BlobStore
     let imagesDir: String
     let buildsDir: String
+    let log = Log("prov.images")
 
     private struct State {
         var registry: RegistryClient
@@ -98,8 +109,28 @@ public final class OCIImageService: ImageService {
 
     public func build(_ ref: ImageReference, digest: String,
                       progress: @escaping @Sendable (ImageBuildProgress) -> Void) throws(APIError) -> BuiltImage {
+        do {
+            return try buildUnchecked(ref, digest: digest, progress: progress)
+        } catch let e as ImageFault {
+            throw e.error
+        } catch let e as APIError where e.code != .internalError {
+            throw e
+        } catch {
+            // Host trouble: the full story (paths, errno) goes to the log; the image's error,
+            // which clients see, only says where it happened.
+            log.error("image build failed on the host", ["image": ref.normalized, "digest": digest, "detail": "\(error)"])
+            throw APIError(.internalError, "building \(ref.normalized) failed on the host (details in the Provisioner log)")
+        }
+    }
+
+    /// An error about the image itself (its registry, its manifest, its layers), whose message is
+    /// fit for the client.
+    struct ImageFault: Error { let error: APIError }
+
+    private func buildUnchecked(_ ref: ImageReference, digest: String,
+                                progress: @escaping @Sendable (ImageBuildProgress) -> Void) throws -> BuiltImage {
         let hex: String
-        do { hex = try BlobStore.hex(of: digest) } catch { throw APIError(.invalidName, "invalid image digest \(digest)") }
+        do { hex = try BlobStore.hex(of: digest) } catch { throw ImageFault(error: APIError(.invalidName, "invalid image digest \(digest)")) }
         buildLocks.acquire(hex)
         defer { buildLocks.release(hex) }
         if let done = existing(hex) { return done }
@@ -132,16 +163,17 @@ public final class OCIImageService: ImageService {
         // Pulling.
         progress(ImageBuildProgress(phase: .pulling, bytesDone: 0, bytesTotal: 0))
         let puller = ImagePuller(registry: registry, store: store, parallelLayers: config.parallelLayers,
-                                 platform: config.platform)
+                                 platform: config.platform, limits: config.pullLimits)
         let pulled: PulledImage
         do {
             pulled = try puller.pull(ref, digest: digest, progress: { done, total in
                 progress(ImageBuildProgress(phase: .pulling, bytesDone: done, bytesTotal: total))
             }, pin: pin)
         } catch {
-            throw Self.apiError(error, ref: ref, during: "pulling")
+            log.warning("pull failed", ["image": ref.normalized, "detail": error.description])
+            throw ImageFault(error: Self.apiError(error, ref: ref, during: "pulling"))
         }
-        let total = pulled.layers.reduce(Int64(0)) { $0 + max(0, $1.size) }
+        let total = pulled.layerBytes
 
         // Converting.
         progress(ImageBuildProgress(phase: .converting, bytesDone: total, bytesTotal: total))
@@ -149,7 +181,8 @@ public final class OCIImageService: ImageService {
         do {
             _ = try LayerUnpacker.unpack(try pulled.layerSources(in: store), into: rootfs, limits: config.limits)
         } catch {
-            throw Self.apiError(error, ref: ref, during: "unpacking")
+            log.warning("unpack failed", ["image": ref.normalized, "detail": error.description])
+            throw ImageFault(error: Self.apiError(error, ref: ref, during: "unpacking"))
         }
         let imageDir = imagesDir + "/" + hex
         let createdDir = mkdir(imageDir, 0o755) == 0
@@ -280,13 +313,18 @@ public final class OCIImageService: ImageService {
         RegistryClient(options: RegistryOptions(insecureRegistries: config.insecureRegistries, auth: auth, retry: config.retry))
     }
 
-    /// OCI failures in the contract's terms.
+    /// OCI failures in the contract's terms. Messages name what went wrong with the image, never
+    /// a host path or errno: local file-system trouble (`.io`) is reported without its detail
+    /// (the caller logs it).
     static func apiError(_ e: OCIError, ref: ImageReference, during: String) -> APIError {
+        let what = "\(during == "pulling" ? "pull" : during) \(ref.normalized)"
         switch e {
         case .notFound: return APIError(.notFound, "image not found: \(ref.normalized)")
         case .transport(let m): return APIError(.unavailable, "registry unavailable while \(during) \(ref.normalized): \(m)")
         case .unauthorized(let m): return APIError(.internalError, "registry denied access while \(during) \(ref.normalized): \(m)")
-        default: return APIError(.internalError, "\(during == "pulling" ? "pull" : during) \(ref.normalized): \(e)")
+        case .limitExceeded(let m): return APIError(.internalError, "\(what): image too large: \(m)")
+        case .io: return APIError(.internalError, "\(what): failed on the host (details in the Provisioner log)")
+        default: return APIError(.internalError, "\(what): \(e)")
         }
     }
 

@@ -23,6 +23,8 @@ public final class InstanceManager: @unchecked Sendable {
     let log = Log("prov.instances")
     let lock = NSLock()
     var registry: [String: any RunningVM] = [:]   // guarded by `lock`
+    /// Keeps the VMM-written logs of running VMs under `LOG_MAX_BYTES` (rotation).
+    public let logWatcher = GuestLogWatcher(limits: InstanceLog.limits)
 
     public init(config: ProvisionerConfig, drivers: DriverTable, assets: GuestAssets, network: GuestNetwork, agents: AgentHub) {
         self.config = config
@@ -43,6 +45,7 @@ public final class InstanceManager: @unchecked Sendable {
 
     func dir(_ id: String) -> String { "\(config.guestsDir)/\(id)" }
     func snapshotDir(_ id: String) -> String { dir(id) + "/snapshots/snapshot-latest" }
+    func logDir(_ id: String) -> String { GuestLogFiles.directory(instanceDir: dir(id)) }
     func note(_ id: String, _ msg: String, level: String = "INFO") {
         InstanceLog.append(dataDir: config.dataDir, instanceID: id, level: level, msg)
     }
@@ -103,7 +106,8 @@ public final class InstanceManager: @unchecked Sendable {
         return VMSpec(instanceID: inst.id, vcpus: inst.vcpus, memoryBytes: inst.size, hotplugBytes: inst.hotplugSize,
                       kernelPath: kernel, initramfsPath: initramfs, cmdline: config.guestCmdline, disks: disks,
                       net: net.map(GuestNetwork.netSpec),
-                      serialLogPath: d + "/logs/app.log", vmmLogPath: d + "/logs/vmm.log", runDir: d,
+                      serialLogPath: GuestLogFiles.live(.app, in: logDir(inst.id)),
+                      vmmLogPath: GuestLogFiles.live(.vmm, in: logDir(inst.id)), runDir: d,
                       vsockCID: vsockCID(inst.id), accel: config.qemuAccel)
     }
 
@@ -206,6 +210,7 @@ public final class InstanceManager: @unchecked Sendable {
             throw APIError(.internalError, "the \(driver.kind) VMM failed to start the VM: \(error) (see the vmm log)")
         }
         setVM(inst.id, vm)
+        logWatcher.watch(inst.id, logDir: logDir(inst.id), pid: vm.pid)
         if inst.hotplugSize > 0 && driver.capabilities.memoryResize {
             do { try vm.resizeMemory(to: inst.size + inst.hotplugSize) } catch {
                 note(inst.id, "memory hotplug to \(Size.format(inst.size + inst.hotplugSize)) failed: \(error)", level: "WARN")
@@ -267,9 +272,10 @@ public final class InstanceManager: @unchecked Sendable {
         let id = inst.id
         var undo: [() -> Void] = [{ try? store.deleteInstance(id: id) }]
         do {
-            try FileManager.default.createDirectory(atPath: d + "/logs", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: logDir(id), withIntermediateDirectories: true)
             undo.append { [self] in
                 if let vm = vm(id) { vm.kill(); setVM(id, nil) }
+                logWatcher.unwatch(id)
                 try? FileManager.default.removeItem(atPath: d)
             }
             note(id, "create requested: image \(inst.image) (\(inst.imageDigest))")
@@ -307,6 +313,7 @@ public final class InstanceManager: @unchecked Sendable {
         } else if let pid = inst.vmmPID {
             killStoredVMM(inst, pid: pid)
         }
+        logWatcher.unwatch(inst.id)
         network.detach(inst.id)
         inst.state = .stopped
         inst.vmmPID = nil
@@ -363,6 +370,7 @@ public final class InstanceManager: @unchecked Sendable {
         }
         vm.kill()
         setVM(inst.id, nil)
+        logWatcher.unwatch(inst.id)
         network.detach(inst.id)   // the allocation is kept for restore
         inst.state = .standby
         inst.hasSnapshot = true
@@ -393,6 +401,7 @@ public final class InstanceManager: @unchecked Sendable {
             throw error
         }
         setVM(inst.id, vm)
+        logWatcher.watch(inst.id, logDir: logDir(inst.id), pid: vm.pid)   // the restored VMM writes the same live files
         try? FileManager.default.removeItem(atPath: snap)
         // Running at once: standby needs Running, so the agent frozen in the snapshot had answered
         // and goes on where it was. Its link reconnects in the background (exec waits for it).
@@ -408,6 +417,7 @@ public final class InstanceManager: @unchecked Sendable {
     func delete(_ inst: InstanceRecord, store: Store) throws {
         agents.disconnect(inst.id)
         if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) } else if let pid = inst.vmmPID { killStoredVMM(inst, pid: pid) }
+        logWatcher.unwatch(inst.id)
         network.detach(inst.id)
         try? FileManager.default.removeItem(atPath: dir(inst.id))
         try store.deleteInstance(id: inst.id)
@@ -550,6 +560,7 @@ public final class InstanceManager: @unchecked Sendable {
                let image = try? imageConfig(inst, store: store), let sp = try? spec(inst, image: image, net: nil),
                let vm = driver.attach(sp, pid: Int32(pid)) {
                 setVM(inst.id, vm)
+                logWatcher.watch(inst.id, logDir: logDir(inst.id), pid: Int32(pid))   // adopted VMs are rotated again
                 if (try? vm.state()) == .paused {
                     // An interrupted standby: the snapshot may be partial; keep the VM running.
                     try? vm.resume()

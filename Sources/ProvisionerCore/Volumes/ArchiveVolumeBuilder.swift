@@ -12,7 +12,7 @@ enum ArchiveVolumeBuilder {
         try? FileManager.default.removeItem(atPath: scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         do {
-            _ = try LayerUnpacker.unpack([LayerSource(path: archive, compression: .gzip)], into: scratch,
+            _ = try LayerUnpacker.unpack([LayerSource(path: archive, compression: .gzip, label: "archive")], into: scratch,
                                          limits: UnpackLimits(maxBytes: maxBytes, maxEntries: 1_000_000, plainArchive: true))
         } catch {
             switch error {
@@ -20,6 +20,10 @@ enum ArchiveVolumeBuilder {
                 throw APIError(.archiveTooLarge, "archive is larger than the volume's size_gb allows: \(why)")
             case .unsafeLayer(let why):
                 throw APIError(.invalidRequest, "archive rejected: \(why)")
+            case .io:
+                // Host trouble (paths, errno): the detail goes to the log, not to the client.
+                Log("prov.volumes").error("archive extraction failed", ["error": error.description])
+                throw APIError(.internalError, "the archive could not be extracted on the host (see the Provisioner log)")
             default:
                 throw APIError(.invalidRequest, "archive could not be read (a gzip-compressed tar is expected): \(error)")
             }

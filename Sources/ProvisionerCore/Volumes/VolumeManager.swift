@@ -20,14 +20,19 @@ public final class VolumeManager: Sendable {
         let archive = job.payload["archive"]?.stringValue
         defer { if let archive { try? FileManager.default.removeItem(atPath: archive) } }
         let d = dir(id)
+        let (bytes, overflow) = Int64(sizeGB).multipliedReportingOverflow(by: Size.GiB)
+        guard sizeGB > 0, !overflow else {
+            try? store.deleteVolumeRow(id: id)
+            throw APIError(.invalidField, "size_gb \(sizeGB) is out of range")
+        }
         do {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
             if let archive {
-                let built = try ArchiveVolumeBuilder.build(archive: archive, into: d + "/data.raw", maxBytes: Int64(sizeGB) * Size.GiB,
+                let built = try ArchiveVolumeBuilder.build(archive: archive, into: d + "/data.raw", maxBytes: bytes,
                                                            scratch: d + "/extract.tmp")
-                try store.setVolumeReady(id: id, sizeGB: max(1, Int((built + Size.GiB - 1) / Size.GiB)))
+                try store.setVolumeReady(id: id, sizeGB: max(1, Int(built / Size.GiB + (built % Size.GiB == 0 ? 0 : 1))))
             } else {
-                try makeEmptyExt4(path: d + "/data.raw", bytes: Int64(sizeGB) * Size.GiB)
+                try makeEmptyExt4(path: d + "/data.raw", bytes: bytes)
                 try store.setVolumeReady(id: id, sizeGB: sizeGB)
             }
             log.info("volume created", ["volume_id": id, "size_gb": String(sizeGB)])
