@@ -3,6 +3,11 @@ rendered config (HTTP + TLS), and optionally a local OCI registry with test imag
 
 Used by the pytest fixtures, by bench/, and by `python3 tests/stack.py up` (the README's run
 command). Everything lives in one short temp directory; nothing listens beyond 127.0.0.1.
+
+Supervised by default (`Stack(supervise=True)`), as the systemd units' `Restart=on-failure`: a
+FastCGI worker or the Provisioner that dies is reaped and restarted (see `Supervisor`); stops the
+caller means (`stop_process`, `restart_provisioner`, or `expect_exit(name)` before killing one on
+purpose) are left alone. Restarts are logged to <dir>/supervisor.log and listed in `Stack.restarts`.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -119,9 +125,76 @@ class Registry:
                 self.proc.kill()
 
 
+class Supervisor(threading.Thread):
+    """Restarts a FastCGI worker or the Provisioner that exits unexpectedly, as systemd's
+    `Restart=on-failure` does for the units in systemd/: an exit code other than 0 or a signal
+    other than SIGHUP/SIGINT/SIGTERM/SIGPIPE. The dead process is reaped at once (no <defunct>)
+    and a new one started within ~0.2 s; one that keeps dying waits longer each time (0.5 s
+    doubling to 8 s, reset after 30 s up). Exits the Stack announced (`Stack.expect_exit`) are
+    left alone. Every restart is logged to <stack dir>/supervisor.log and kept in `Stack.restarts`."""
+
+    POLL = 0.1
+    CLEAN_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE}
+
+    def __init__(self, stack: "Stack"):
+        super().__init__(name="hypeman-supervisor", daemon=True)
+        self.stack = stack
+        self.halt = threading.Event()
+        self.history: dict[str, list[float]] = {}   # name -> recent restart times
+
+    @classmethod
+    def failed(cls, code: int) -> bool:
+        return code > 0 or (code < 0 and -code not in cls.CLEAN_SIGNALS)
+
+    def delay(self, name: str, now: float) -> float:
+        recent = [t for t in self.history.get(name, []) if now - t < 30]
+        self.history[name] = recent
+        return 0.0 if not recent else min(8.0, 0.5 * 2 ** (len(recent) - 1))
+
+    def run(self) -> None:
+        due: dict[str, float] = {}   # name -> when its restart is due
+        while not self.halt.wait(self.POLL):
+            st = self.stack
+            todo = []
+            with st.lock:
+                for name, p in list(st.procs.items()):
+                    if name not in st.restartable or name in st.expected:
+                        continue
+                    code = p.poll()   # reaps it
+                    if code is None or not self.failed(code):
+                        continue
+                    now = time.time()
+                    if name not in due:
+                        due[name] = now + self.delay(name, now)
+                        st.log_supervisor(f"{name} (pid {p.pid}) exited unexpectedly ({describe_exit(code)}); "
+                                          f"restarting in {due[name] - now:.1f} s")
+                    if now >= due[name]:
+                        todo.append((name, p, code))
+            for name, old, code in todo:
+                due.pop(name, None)
+                self.history.setdefault(name, []).append(time.time())
+                try:
+                    new = st.restart(name, old)
+                except Exception as e:  # noqa: BLE001 - keep supervising the others
+                    st.log_supervisor(f"{name}: restart failed: {e}")
+                    continue
+                if new is not None:
+                    st.restarts.append({"name": name, "old_pid": old.pid, "new_pid": new.pid, "code": code, "time": time.time()})
+                    st.log_supervisor(f"{name} restarted: pid {old.pid} -> {new.pid}")
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 class Stack:
     def __init__(self, workers: int = 2, threads: int = 16, registry: bool = True, bench: bool = False,
-                 http_port: int | None = None, env: dict | None = None, keep: bool = False):
+                 http_port: int | None = None, env: dict | None = None, keep: bool = False, supervise: bool = True):
         self.dir = Path(tempfile.mkdtemp(prefix="hm-", dir="/tmp"))
         self.dir.chmod(0o755)  # nginx workers (nobody:SOCKET_GROUP) must reach their files and the run dir
         self.socket_gid = ensure_socket_group()
@@ -134,6 +207,13 @@ class Stack:
         self.https_port = free_port()
         self.extra_env = env or {}
         self.procs: dict[str, subprocess.Popen] = {}
+        # Supervision: which processes are restarted when they fail, which exits are deliberate.
+        self.supervise = supervise
+        self.lock = threading.RLock()
+        self.restartable: set[str] = set()
+        self.expected: set[str] = set()
+        self.restarts: list[dict] = []
+        self.supervisor: Supervisor | None = None
         self.registry = Registry(self.dir / "registry") if registry else None
         self.bin = bin_dir()
 
@@ -180,10 +260,49 @@ class Stack:
 
     # -- lifecycle
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = open(self.dir / f"{name}.log", "ab")
-        p = subprocess.Popen(argv, env=env or self.env(), stdout=log, stderr=log, start_new_session=True)
-        self.procs[name] = p
+        with open(self.dir / f"{name}.log", "ab") as log, self.lock:
+            p = subprocess.Popen(argv, env=env or self.env(), stdout=log, stderr=log, start_new_session=True)
+            self.procs[name] = p
+            self.expected.discard(name)   # a fresh process is supervised again
         return p
+
+    # -- supervision
+    def expect_exit(self, name: str) -> None:
+        """Announces that `name` is about to exit on purpose (a test killing it, a stop): the
+        supervisor leaves it dead until it is started again."""
+        with self.lock:
+            self.expected.add(name)
+
+    def restart(self, name: str, old: subprocess.Popen) -> subprocess.Popen | None:
+        """Starts a new `name` in place of the failed `old` (nothing when it was replaced or its
+        exit became expected meanwhile)."""
+        with self.lock:
+            if self.procs.get(name) is not old or name in self.expected:
+                return None
+        if name == "provisioner":
+            self.start_provisioner()
+        elif name.startswith("fcgi-"):
+            self.start_worker(int(name.split("-", 1)[1]))
+        else:
+            return None
+        return self.procs[name]
+
+    def log_supervisor(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervisor: {msg}"
+        with open(self.dir / "supervisor.log", "a") as f:
+            f.write(line + "\n")
+        print(line, file=sys.stderr, flush=True)
+
+    def _start_supervisor(self) -> None:
+        if self.supervise and self.supervisor is None:
+            self.supervisor = Supervisor(self)
+            self.supervisor.start()
+
+    def _stop_supervisor(self) -> None:
+        if self.supervisor:
+            self.supervisor.halt.set()
+            self.supervisor.join(30)
+            self.supervisor = None
 
     def _wait_socket(self, path: Path, what: str, timeout: float = 15) -> None:
         deadline = time.time() + timeout
@@ -208,16 +327,21 @@ class Stack:
         self._cert()
         self._nginx()
         self._wait_http()
+        self._start_supervisor()
         return self
 
     def start_provisioner(self) -> None:
         (self.run_dir / "provisioner.wake").unlink(missing_ok=True)
+        self.restartable.add("provisioner")
         self._spawn("provisioner", [str(self.bin / "hypeman-provisioner")])
         self._wait_socket(self.run_dir / "provisioner.wake", "provisioner")
 
     def start_worker(self, i: int) -> None:
         env = self.env()
         env["HYPEMAN_FCGI_SOCKET"] = str(self.run_dir / f"fcgi-{i}.sock")
+        # A killed worker leaves its socket behind: waiting for the path must see the new one.
+        (self.run_dir / f"fcgi-{i}.sock").unlink(missing_ok=True)
+        self.restartable.add(f"fcgi-{i}")
         self._spawn(f"fcgi-{i}", [str(self.bin / "hypeman-fcgi")], env)
         self._wait_socket(self.run_dir / f"fcgi-{i}.sock", f"fastcgi worker {i}")
 
@@ -253,6 +377,7 @@ class Stack:
         raise RuntimeError(f"nginx did not answer /health; logs in {self.dir}")
 
     def stop_process(self, name: str, sig=signal.SIGTERM, timeout: float = 10) -> int | None:
+        self.expect_exit(name)
         p = self.procs.get(name)
         if not p or p.poll() is not None:
             return p.returncode if p else None
@@ -265,6 +390,7 @@ class Stack:
 
     def restart_provisioner(self, sig=signal.SIGKILL) -> None:
         """Kills the Provisioner (by default with SIGKILL, as a crash) and starts a new one."""
+        self.expect_exit("provisioner")
         p = self.procs["provisioner"]
         p.send_signal(sig)
         p.wait(10)
@@ -297,6 +423,7 @@ class Stack:
                     pass
 
     def stop(self) -> dict:
+        self._stop_supervisor()
         codes = {}
         for name in list(self.procs):
             codes[name] = self.stop_process(name)

@@ -18,14 +18,18 @@ import Musl
 /// the socket is removed if the process left it (SIGKILL does).
 ///
 /// A spawned process is our child and is reaped with `waitpid`; an attached one (after a daemon
-/// restart) is watched with `kill(pid, 0)` and `/proc`. The reaped state sits behind a mutex, and
-/// signals are only sent while the process is known not to be reaped, so a recycled pid is
-/// never signalled.
+/// restart) is adopted only once proven to be this VM's VMM (its command line names the API
+/// socket; the pid, start time and boot match the `VMMProcessRecord` written into the run
+/// directory at spawn) and is then watched through its pidfd and `/proc`. Every signal goes
+/// through the pidfd (`pidfd_send_signal`), and only while the process is known not to be
+/// reaped, so a recycled pid is never signalled.
 public final class CHProcess: Sendable {
     public let pid: Int32
     public let apiSocketPath: String
     /// True when this process spawned it (it can be reaped with `waitpid`).
     public let isChild: Bool
+    /// The pidfd signals go through, held for the process's life.
+    let handle: VMMProcessHandle
     private let exit: Mutex<ExitState>
 
     enum ExitState: Sendable, Equatable {
@@ -68,14 +72,27 @@ public final class CHProcess: Sendable {
         "LANG": "C.UTF-8",
     ]
 
-    init(pid: Int32, apiSocketPath: String, isChild: Bool) {
-        self.pid = pid; self.apiSocketPath = apiSocketPath; self.isChild = isChild
+    init(handle: VMMProcessHandle, apiSocketPath: String, isChild: Bool) {
+        self.pid = handle.pid; self.handle = handle; self.apiSocketPath = apiSocketPath; self.isChild = isChild
         self.exit = Mutex(.running)
     }
 
-    /// Watches a VMM this daemon did not spawn (or spawned before a restart).
-    public static func attach(pid: Int32, apiSocketPath: String) -> CHProcess {
-        CHProcess(pid: pid, apiSocketPath: apiSocketPath, isChild: false)
+    /// Adopts a VMM this daemon did not spawn (or spawned before a restart), once proven to be the
+    /// VMM of `apiSocketPath`: its command line carries that path and, when the socket's directory
+    /// holds the record written at spawn, it is that very process (pid, start time, boot). A pid
+    /// that fails is refused with the reason and must be treated as gone, never signalled.
+    public static func adopt(pid: Int32, apiSocketPath: String) -> Result<CHProcess, VMMProcessMismatch> {
+        let record = VMMProcessRecord.read(runDir: runDir(of: apiSocketPath))
+        switch VMMProcessHandle.verify(pid: pid, marker: apiSocketPath, record: record) {
+        case .failure(let why): return .failure(why)
+        case .success(let handle): return .success(CHProcess(handle: handle, apiSocketPath: apiSocketPath, isChild: false))
+        }
+    }
+
+    /// The run directory a VM's API socket sits in (where the spawn record is written).
+    static func runDir(of apiSocketPath: String) -> String {
+        guard let slash = apiSocketPath.lastIndex(of: "/") else { return "." }
+        return slash == apiSocketPath.startIndex ? "/" : String(apiSocketPath[..<slash])
     }
 
     /// Starts the VMM and waits until its API socket accepts connections.
@@ -107,7 +124,9 @@ public final class CHProcess: Sendable {
         let argv = [options.binaryPath, "--api-socket", apiSocketPath] + options.extraArguments
         let envp = env.keys.sorted().map { "\($0)=\(env[$0] ?? "")" }
         let pid = try Spawner.spawn(path: options.binaryPath, argv: argv, envp: envp, outputFD: logFD)
-        let process = CHProcess(pid: pid, apiSocketPath: apiSocketPath, isChild: true)
+        // Our unreaped child: its pid cannot have been reused yet. Who it is goes beside the socket.
+        let process = CHProcess(handle: .child(pid), apiSocketPath: apiSocketPath, isChild: true)
+        VMMProcessRecord.capture(pid: pid)?.write(runDir: runDir(of: apiSocketPath))
 
         let deadline = Deadline(seconds: options.readyTimeout)
         while true {
@@ -128,7 +147,7 @@ public final class CHProcess: Sendable {
     /// True while the process exists (reaps it when it has exited).
     public var isRunning: Bool {
         exit.withLock { state in
-            Self.refresh(&state, pid: pid, isChild: isChild)
+            Self.refresh(&state, pid: pid, isChild: isChild, handle: handle)
             return state == .running
         }
     }
@@ -159,14 +178,15 @@ public final class CHProcess: Sendable {
         return true
     }
 
-    /// Sends `signal` to the VMM's process group (its session, since it was started with setsid),
-    /// or to the process alone when it does not lead its group. Never signals a reaped pid.
+    /// Sends `signal` to the VMM through its pidfd and, while that process (proven alive through
+    /// the pidfd a moment before) leads its own group, to the group (its session, since it was
+    /// started with setsid). Never signals a reaped pid or a process that reused it.
     public func signal(_ signal: Int32) {
         exit.withLock { state in
-            Self.refresh(&state, pid: pid, isChild: isChild)
-            guard state == .running else { return }
+            Self.refresh(&state, pid: pid, isChild: isChild, handle: handle)
+            guard state == .running, handle.exists else { return }
             if getpgid(pid) == pid { _ = osKill(-pid, signal) }
-            _ = osKill(pid, signal)
+            handle.send(signal)
         }
     }
 
@@ -200,9 +220,11 @@ public final class CHProcess: Sendable {
     public func removeStaleSocket() {
         guard !isRunning else { return }
         if SocketProbe.probe(apiSocketPath) == .stale { _ = unlink(apiSocketPath) }
+        let dir = Self.runDir(of: apiSocketPath)
+        if VMMProcessRecord.read(runDir: dir)?.pid == pid { VMMProcessRecord.remove(runDir: dir) }
     }
 
-    private static func refresh(_ state: inout ExitState, pid: Int32, isChild: Bool) {
+    private static func refresh(_ state: inout ExitState, pid: Int32, isChild: Bool, handle: VMMProcessHandle) {
         guard state == .running else { return }
         // Reap it if it is our child (also when attached: the daemon may re-attach to its own child).
         var status: Int32 = 0
@@ -214,7 +236,7 @@ public final class CHProcess: Sendable {
             break   // ECHILD: not our child, or reaped elsewhere
         }
         if isChild { state = .gone; return }
-        if osKill(pid, 0) != 0 && errno == ESRCH { state = .gone; return }
+        if !handle.exists { state = .gone; return }
         if isZombie(pid) { state = .gone }
     }
 

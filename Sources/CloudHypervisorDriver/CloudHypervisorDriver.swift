@@ -107,8 +107,8 @@ public struct CloudHypervisorDriver: HypervisorDriver {
         return CHRunningVM(spec: spec, client: client, process: process, vmmMajorVersion: version, timing: configuration)
     }
 
-    /// Re-attaches when `pid` is alive and the VMM on `<runDir>/ch.sock` answers `vmm.ping`
-    /// (with that pid, when it reports one).
+    /// Re-attaches when `pid` is alive, the VMM on `<runDir>/ch.sock` answers `vmm.ping` (with
+    /// that pid, when it reports one) and `pid` is proven to be that VMM (`CHProcess.adopt`).
     public func attach(_ spec: VMSpec, pid: Int32) -> (any RunningVM)? {
         guard pid > 0, osKill(pid, 0) == 0 || errno == EPERM else { return nil }
         let socket = CHConfig.apiSocketPath(runDir: spec.runDir)
@@ -117,7 +117,8 @@ public struct CloudHypervisorDriver: HypervisorDriver {
         quick.timeout = min(client.timeout, 5)
         guard let pong = try? quick.ping() else { return nil }
         if let reported = pong.pid, reported != Int64(pid) { return nil }
-        return CHRunningVM(spec: spec, client: client, process: CHProcess.attach(pid: pid, apiSocketPath: socket),
+        guard case .success(let process) = CHProcess.adopt(pid: pid, apiSocketPath: socket) else { return nil }
+        return CHRunningVM(spec: spec, client: client, process: process,
                            vmmMajorVersion: pong.majorVersion, timing: configuration)
     }
 

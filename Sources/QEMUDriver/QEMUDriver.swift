@@ -162,7 +162,7 @@ public struct QEMUDriver: HypervisorDriver {
     public func attachVM(_ spec: VMSpec, pid: Int32) -> QEMUVM? {
         let s = effective(spec)
         let qmpPath = QEMUArgs.qmpSocketPath(s)
-        guard let process = QEMUProcess.adopt(pid: pid, marker: qmpPath) else { return nil }
+        guard let process = QEMUProcess.adopt(pid: pid, marker: qmpPath, runDir: s.runDir) else { return nil }
         guard let client = try? QMPClient.connect(path: qmpPath, timeout: .seconds(3)) else { return nil }
         var layout = QEMULayout.read(from: s.runDir + "/" + QEMULayout.fileName) ?? QEMULayout.initial(for: s, options: options)
         layout.accommodate(s)
@@ -198,7 +198,7 @@ public struct QEMUDriver: HypervisorDriver {
         let args = try QEMUArgs.build(spec, layout: layout, options: options, incoming: incoming)
         let logOffset = (try? FileManager.default.attributesOfItem(atPath: spec.vmmLogPath)[.size] as? Int) ?? 0
         let began = ContinuousClock.now
-        let process = try QEMUProcess.spawn(binary: bin, arguments: args, logPath: spec.vmmLogPath)
+        let process = try QEMUProcess.spawn(binary: bin, arguments: args, logPath: spec.vmmLogPath, runDir: spec.runDir)
 
         let deadline = began + timeouts.qmpReady
         var lastError = VMMError.timeout("QMP socket \(qmpPath)")

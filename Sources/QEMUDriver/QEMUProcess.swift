@@ -12,11 +12,14 @@ public final class QEMUProcess: Sendable {
     /// `/proc/<pid>/stat` start time (clock ticks since boot), to tell our process from a later one
     /// that reused the pid; nil when unreadable.
     let startTime: UInt64?
+    /// The pidfd every signal goes through (`pidfd_send_signal`), held for the process's life.
+    let handle: VMMProcessHandle
     private let exited: Mutex<Bool>
 
-    init(pid: Int32) {
-        self.pid = pid
-        self.startTime = QEMUProcess.procStartTime(pid)
+    init(handle: VMMProcessHandle) {
+        self.pid = handle.pid
+        self.startTime = handle.startTime
+        self.handle = handle
         self.exited = Mutex(false)
     }
 
@@ -29,7 +32,10 @@ public final class QEMUProcess: Sendable {
     /// Starts `binary argv…` as a session leader: stdin `/dev/null`, stdout and stderr appended to
     /// `logPath`, the minimal environment, default signal dispositions and an empty signal mask
     /// (the Provisioner blocks SIGTERM for its own `sigwait`; QEMU must not inherit that).
-    public static func spawn(binary: String, arguments: [String], logPath: String) throws(VMMError) -> QEMUProcess {
+    /// With `runDir`, who the process is (pid, start time, boot) is recorded there
+    /// (`VMMProcessRecord`) so that a later `adopt` can prove a stored pid is still this VMM.
+    public static func spawn(binary: String, arguments: [String], logPath: String,
+                             runDir: String? = nil) throws(VMMError) -> QEMUProcess {
         var fa = posix_spawn_file_actions_t()
         var attr = posix_spawnattr_t()
         posix_spawn_file_actions_init(&fa)
@@ -62,19 +68,29 @@ public final class QEMUProcess: Sendable {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, binary, &fa, &attr, &cArgs, &cEnv)
         guard rc == 0 else { throw .process("cannot start \(binary): \(errnoText(rc))") }
-        return QEMUProcess(pid: pid)
+        // Our unreaped child: its pid cannot have been reused yet.
+        let handle = VMMProcessHandle.child(pid)
+        if let runDir { VMMProcessRecord.capture(pid: pid)?.write(runDir: runDir) }
+        return QEMUProcess(handle: handle)
     }
 
     /// Adopts a process started earlier (possibly by a previous Provisioner). Nil when `pid` is not
-    /// alive or its command line does not contain `marker` (the VM's QMP socket path), so a reused
-    /// pid is never mistaken for the VM.
-    public static func adopt(pid: Int32, marker: String) -> QEMUProcess? {
-        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return nil }
-        guard let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
-        let args = cmd.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        guard args.contains(where: { $0.contains(marker) }) else { return nil }
-        let p = QEMUProcess(pid: pid)
-        return p.isAlive() ? p : nil
+    /// alive, its command line does not contain `marker` (the VM's QMP socket path) or, when
+    /// `runDir` holds the record written at spawn, it is not that very process (start time, boot):
+    /// a reused pid is never mistaken for the VM, and so never signalled.
+    public static func adopt(pid: Int32, marker: String, runDir: String? = nil) -> QEMUProcess? {
+        try? check(pid: pid, marker: marker, runDir: runDir).get()
+    }
+
+    /// `adopt` with the reason for a refusal.
+    public static func check(pid: Int32, marker: String, runDir: String?) -> Result<QEMUProcess, VMMProcessMismatch> {
+        let record = runDir.flatMap { VMMProcessRecord.read(runDir: $0) }
+        switch VMMProcessHandle.verify(pid: pid, marker: marker, record: record) {
+        case .failure(let why): return .failure(why)
+        case .success(let handle):
+            let p = QEMUProcess(handle: handle)
+            return p.isAlive() ? .success(p) : .failure(.gone)
+        }
     }
 
     /// True while the process runs. Reaps it (`waitpid`) when it is our child; otherwise checks
@@ -87,7 +103,7 @@ public final class QEMUProcess: Sendable {
             if r == pid { done = true; return false }
             if r == 0 { return true }
             // ECHILD: not our child (adopted after a restart), or reaped elsewhere.
-            if kill(pid, 0) != 0 && errno == ESRCH { done = true; return false }
+            if !handle.exists { done = true; return false }
             guard let stat = QEMUProcess.procStat(pid) else { done = true; return false }
             if stat.state == "Z" || stat.state == "X" { done = true; return false }
             if let mine = startTime, stat.startTime != mine { done = true; return false }
@@ -108,10 +124,10 @@ public final class QEMUProcess: Sendable {
         return true
     }
 
-    /// Sends `signal` unless the process is known to be gone.
+    /// Sends `signal` through the pidfd unless the process is known to be gone.
     public func send(_ signal: Int32) {
         guard isAlive() else { return }
-        _ = kill(pid, signal)
+        handle.send(signal)
     }
 
     /// The teardown ladder: QMP `quit` (when a client is given) and up to `quitWait`, then SIGTERM

@@ -288,6 +288,7 @@ public final class QEMUVM: RunningVM, Sendable {
         guard !process.isAlive() else { return }
         unlink(QEMUArgs.qmpSocketPath(spec))
         unlink(QEMUArgs.pidFilePath(spec))
+        if VMMProcessRecord.read(runDir: spec.runDir)?.pid == pid { VMMProcessRecord.remove(runDir: spec.runDir) }
     }
 
     /// What this process wrote to the VMM log so far (the tail), for error messages.

@@ -46,9 +46,9 @@ struct FakeDriver: HypervisorDriver {
     @Test func cidsAreStableAndInRange() {
         for _ in 0..<1000 {
             let id = CUID2.make()
-            let cid = InstanceManager.vsockCID(id)
+            let cid = InstanceManager.legacyVsockCID(id)
             #expect(cid >= 3)
-            #expect(cid == InstanceManager.vsockCID(id))
+            #expect(cid == InstanceManager.legacyVsockCID(id))
         }
     }
 }

@@ -6,6 +6,9 @@ import VMM
 import GuestBoot
 import Disk
 import Network
+import QEMUDriver
+import CloudHypervisorDriver
+import SQLite
 
 /// Composes instance lifecycles (contract §2.3–§2.4) from single-hop driver operations, with an
 /// undo list for every multi-step change. The running VMs are kept in `registry`; the database
@@ -105,11 +108,52 @@ public final class InstanceManager: @unchecked Sendable {
                       net: net.map(GuestNetwork.netSpec),
                       serialLogPath: GuestLogFiles.live(.app, in: logDir(inst.id)),
                       vmmLogPath: GuestLogFiles.live(.vmm, in: logDir(inst.id)), runDir: d,
-                      vsockCID: Self.vsockCID(inst.id), accel: config.qemuAccel)
+                      vsockCID: vsockCID(inst.id), accel: config.qemuAccel)
     }
 
-    /// A CID in 3…2³²−1 derived from the id (base-37 hash of its first 8 characters).
-    static func vsockCID(_ id: String) -> UInt32 {
+    // MARK: vsock CID
+
+    /// The file in the instance directory holding the CID its VM was launched with.
+    static let vsockCIDFileName = "vsock-cid"
+
+    /// The guest CID of an instance: the one recorded at its last fresh launch (so a restored or
+    /// adopted VM keeps the CID its snapshot or running guest has), else the legacy id hash
+    /// (VMs launched before CIDs were recorded).
+    func vsockCID(_ id: String) -> UInt32 {
+        if let data = FileManager.default.contents(atPath: dir(id) + "/" + Self.vsockCIDFileName),
+           let cid = UInt32(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
+           Self.isUsableCID(cid) {
+            return cid
+        }
+        return Self.legacyVsockCID(id)
+    }
+
+    /// Picks and records the CID for a fresh launch: 3 + the row's SQLite rowid. Rowids are unique
+    /// among the rows of a table, and an instance keeps its row (and so its CID) for life, so two
+    /// live instances never share a CID (the id hash used before collided for ids sharing their
+    /// first 8 characters, and the second VM's vhost-vsock then failed to start).
+    func assignVsockCID(_ inst: InstanceRecord, store: Store) throws {
+        guard let rowid = try store.db.queryOne("SELECT rowid FROM instances WHERE id = ?", [inst.id])?.int("rowid"),
+              let cid = Self.vsockCID(rowid: rowid) else {
+            throw APIError(.internalError, "instance \(inst.id) has no row to derive its vsock CID from")
+        }
+        let path = dir(inst.id) + "/" + Self.vsockCIDFileName
+        guard FileManager.default.createFile(atPath: path, contents: Data("\(cid)\n".utf8)) else {
+            throw APIError(.internalError, "cannot record the vsock CID of instance \(inst.id)")
+        }
+    }
+
+    /// 3 + rowid, or nil outside the usable range (0–2 are reserved, 2³²−1 is VMADDR_CID_ANY).
+    static func vsockCID(rowid: Int64) -> UInt32? {
+        guard rowid >= 0, rowid <= Int64(UInt32.max) - 4 else { return nil }
+        return UInt32(rowid + 3)
+    }
+
+    static func isUsableCID(_ cid: UInt32) -> Bool { cid >= 3 && cid < UInt32.max }
+
+    /// A CID in 3…2³²−1 derived from the id (base-37 hash of its first 8 characters). Only for VMs
+    /// launched before CIDs were recorded: it collides for ids sharing their first 8 characters.
+    static func legacyVsockCID(_ id: String) -> UInt32 {
         var h: UInt64 = 0
         for c in id.utf8.prefix(8) {
             let v: UInt64 = c >= 97 ? UInt64(c - 97 + 10) : c >= 48 && c <= 57 ? UInt64(c - 48) : 36
@@ -160,6 +204,7 @@ public final class InstanceManager: @unchecked Sendable {
     func boot(_ inst: inout InstanceRecord, image: ImageRuntimeConfig, net: NetworkAllocation?, store: Store) throws {
         let driver = try table.driver(inst.hypervisor)
         let vm: any RunningVM
+        try assignVsockCID(inst, store: store)
         let vmSpec = try spec(inst, image: image, net: net)
         do throws(VMMError) { vm = try driver.launch(vmSpec) } catch {
             throw APIError(.internalError, "the \(driver.kind) VMM failed to start the VM: \(error) (see the vmm log)")
@@ -214,7 +259,7 @@ public final class InstanceManager: @unchecked Sendable {
         // The channel depends only on the instance's run directory.
         let sp = VMSpec(instanceID: inst.id, vcpus: inst.vcpus, memoryBytes: inst.size, hotplugBytes: 0, kernelPath: "",
                         initramfsPath: "", cmdline: "", disks: [], net: nil, serialLogPath: "", vmmLogPath: "",
-                        runDir: dir(inst.id), vsockCID: Self.vsockCID(inst.id))
+                        runDir: dir(inst.id), vsockCID: vsockCID(inst.id))
         guard let channel = driver.agentChannel(sp) else { return }
         agents.connect(inst.id, channel: channel)
     }
@@ -266,7 +311,7 @@ public final class InstanceManager: @unchecked Sendable {
             do { try vm.shutdown(grace: config.stopGraceSeconds) } catch { vm.kill() }
             setVM(inst.id, nil)
         } else if let pid = inst.vmmPID {
-            Self.killProcess(Int32(pid))
+            killStoredVMM(inst, pid: pid)
         }
         logWatcher.unwatch(inst.id)
         network.detach(inst.id)
@@ -371,7 +416,7 @@ public final class InstanceManager: @unchecked Sendable {
     /// Delete from any state: the VMM is killed, then the directory and the row go.
     func delete(_ inst: InstanceRecord, store: Store) throws {
         agents.disconnect(inst.id)
-        if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) } else if let pid = inst.vmmPID { Self.killProcess(Int32(pid)) }
+        if let vm = vm(inst.id) { vm.kill(); setVM(inst.id, nil) } else if let pid = inst.vmmPID { killStoredVMM(inst, pid: pid) }
         logWatcher.unwatch(inst.id)
         network.detach(inst.id)
         try? FileManager.default.removeItem(atPath: dir(inst.id))
@@ -379,12 +424,60 @@ public final class InstanceManager: @unchecked Sendable {
         log.info("instance deleted", ["instance_id": inst.id])
     }
 
-    static func killProcess(_ pid: Int32) {
-        guard pid > 1, Foundation.kill(pid, 0) == 0 else { return }
-        _ = Foundation.kill(pid, SIGKILL)
-        for _ in 0..<50 where Foundation.kill(pid, 0) == 0 {
+    // MARK: stored pids
+
+    /// What a VMM of the instance directory `dir` carries on its command line: its control socket
+    /// (QEMU's QMP socket, Cloud Hypervisor's API socket), which names the instance directory.
+    static func vmmMarkers(dir: String) -> [String] {
+        [dir + "/" + QEMUArgs.qmpSocketName, CHConfig.apiSocketPath(runDir: dir)]
+    }
+
+    /// Proves that `pid`, read from the database, is still this instance's VMM: its command line
+    /// names the instance's control socket and, when the spawn record is there, it is that very
+    /// process (pid, start time, boot). After a host reboot or a long time the number may belong
+    /// to any process: such a pid must be treated as gone and never signalled.
+    static func verifyVMM(dir: String, pid: Int) -> Result<VMMProcessHandle, VMMProcessMismatch> {
+        guard pid > 1, pid <= Int(Int32.max) else { return .failure(.gone) }
+        let record = VMMProcessRecord.read(runDir: dir)
+        var last: VMMProcessMismatch = .gone
+        for marker in vmmMarkers(dir: dir) {
+            switch VMMProcessHandle.verify(pid: Int32(pid), marker: marker, record: record) {
+            case .success(let h): return .success(h)
+            case .failure(.markerMissing(let a)): last = .markerMissing(a)   // try the other hypervisor's marker
+            case .failure(let why): return .failure(why)
+            }
+        }
+        return .failure(last)
+    }
+
+    /// `verifyVMM` for an instance, logging a refusal (a live process that is not our VMM).
+    func verifyVMM(_ inst: InstanceRecord, pid: Int) -> VMMProcessHandle? {
+        switch Self.verifyVMM(dir: dir(inst.id), pid: pid) {
+        case .success(let h): return h
+        case .failure(let why):
+            if why != .gone {
+                note(inst.id, "stored VMM pid \(pid) is not this instance's VMM (\(why)); it is treated as gone and not signalled", level: "WARN")
+                log.warning("stored VMM pid is not this instance's VMM; not signalled",
+                            ["instance_id": inst.id, "pid": String(pid), "reason": "\(why)"])
+            }
+            return nil
+        }
+    }
+
+    /// SIGKILLs the instance's VMM by its stored pid once proven to be it (through its pidfd), and
+    /// waits for it to go; a pid that fails the proof is left alone.
+    func killStoredVMM(_ inst: InstanceRecord, pid: Int) {
+        guard let h = verifyVMM(inst, pid: pid) else { return }
+        Self.kill(h)
+    }
+
+    /// SIGKILL through the handle, then up to 1 s for the process to go (reaped when our child).
+    static func kill(_ h: VMMProcessHandle) {
+        guard h.send(SIGKILL) else { return }
+        for _ in 0..<50 {
             var status: Int32 = 0
-            _ = waitpid(pid, &status, WNOHANG)
+            if waitpid(h.pid, &status, WNOHANG) == h.pid || !h.exists { return }
+            if ProcFacts.stat(h.pid).map({ $0.state == "Z" || $0.state == "X" }) == true { return }
             usleep(20_000)
         }
     }
@@ -396,6 +489,11 @@ public final class InstanceManager: @unchecked Sendable {
         return Foundation.kill(Int32(pid), 0) == 0
     }
 
+    /// True while the stored pid is alive and still this instance's VMM.
+    func vmmAlive(_ inst: InstanceRecord, pid: Int) -> Bool {
+        Self.alive(pid) && verifyVMM(inst, pid: pid) != nil
+    }
+
     // MARK: watching and reconciling
 
     /// Keeps states true: a VMM that exited makes its instance Stopped; one that does not answer
@@ -404,7 +502,7 @@ public final class InstanceManager: @unchecked Sendable {
         guard let all = try? store.listInstances() else { return }
         for var inst in all where !inst.creating && !busyTargets.contains(inst.id) {
             guard let pid = inst.vmmPID else { continue }
-            if !Self.alive(pid) {
+            if !vmmAlive(inst, pid: pid) {
                 agents.disconnect(inst.id)
                 setVM(inst.id, nil)
                 inst.state = .stopped
@@ -447,7 +545,7 @@ public final class InstanceManager: @unchecked Sendable {
             known.insert(inst.id)
             if inst.creating {
                 if try store.hasPendingJob(target: inst.id, kinds: [.create]) { continue }
-                if let pid = inst.vmmPID { Self.killProcess(Int32(pid)) }
+                if let pid = inst.vmmPID { killStoredVMM(inst, pid: pid) }
                 Self.killOrphans(in: dir(inst.id), keep: [])
                 network.detach(inst.id)
                 try? FileManager.default.removeItem(atPath: dir(inst.id))
@@ -456,7 +554,9 @@ public final class InstanceManager: @unchecked Sendable {
                 continue
             }
             let hasSnap = FileManager.default.fileExists(atPath: snapshotDir(inst.id) + "/.complete")
-            if let pid = inst.vmmPID, Self.alive(pid), let driver = try? table.driver(inst.hypervisor),
+            // A stored pid counts only once proven to be this instance's VMM (else: gone, never signalled).
+            let ownedPID = inst.vmmPID.flatMap { pid in Self.alive(pid) && verifyVMM(inst, pid: pid) != nil ? pid : nil }
+            if let pid = ownedPID, let driver = try? table.driver(inst.hypervisor),
                let image = try? imageConfig(inst, store: store), let sp = try? spec(inst, image: image, net: nil),
                let vm = driver.attach(sp, pid: Int32(pid)) {
                 setVM(inst.id, vm)
@@ -481,7 +581,7 @@ public final class InstanceManager: @unchecked Sendable {
                 Self.killOrphans(in: dir(inst.id), keep: [Int32(pid)])
                 log.info("adopted a running VMM", ["instance_id": inst.id, "pid": String(pid)])
             } else {
-                if let pid = inst.vmmPID, Self.alive(pid) {
+                if let pid = ownedPID {
                     inst.state = .unknown
                     inst.stateError = "VMM pid \(pid) is alive but cannot be attached"
                 } else {
@@ -508,19 +608,34 @@ public final class InstanceManager: @unchecked Sendable {
     /// TAP names of instances whose VMM is alive (kept by the network's orphan cleanup at start).
     public static func liveTAPs(store: Store) -> Set<String> {
         let insts = (try? store.listInstances()) ?? []
-        return Set(insts.filter { $0.networkEnabled && $0.vmmPID.map(alive) == true }
+        return Set(insts.filter { inst in
+                inst.networkEnabled && inst.vmmPID.map { alive($0) && ownsVMM(id: inst.id, pid: $0) } == true
+            }
             .compactMap { try? Allocator.tapName(forInstanceID: $0.id) })
     }
 
-    /// Kills processes whose command line names `dir` (VMMs of that instance), except `keep`.
+    /// True when `pid`'s command line names a control socket inside a directory called `id` (the
+    /// guests directory is not known here; used only to keep TAPs, never to signal).
+    static func ownsVMM(id: String, pid: Int) -> Bool {
+        guard pid > 1, pid <= Int(Int32.max), let args = ProcFacts.arguments(Int32(pid)) else { return false }
+        return args.contains { $0.contains("/\(id)/" + QEMUArgs.qmpSocketName) || $0.contains("/\(id)/ch.sock") }
+    }
+
+    /// Kills VMM processes of the instance directory `dir` (their command line names one of its
+    /// control sockets), except `keep`; each is signalled through a pidfd opened before its
+    /// command line is read, so a pid reused in between is never hit.
     static func killOrphans(in dir: String, keep: Set<Int32>) {
         guard let procs = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
         let me = getpid()
+        let log = Log("prov.instances")
         for p in procs {
-            guard let pid = Int32(p), pid != me, !keep.contains(pid),
-                  let data = FileManager.default.contents(atPath: "/proc/\(p)/cmdline") else { continue }
-            let cmd = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-            if cmd.contains(dir + "/") { killProcess(pid) }
+            guard let pid = Int32(p), pid > 1, pid != me, !keep.contains(pid),
+                  let args = ProcFacts.arguments(pid), !args.isEmpty else { continue }
+            let markers = vmmMarkers(dir: dir)
+            guard let marker = markers.first(where: { m in args.contains { $0.contains(m) } }),
+                  case .success(let h) = VMMProcessHandle.verify(pid: pid, marker: marker, record: nil) else { continue }
+            log.warning("killing an orphan VMM", ["dir": dir, "pid": String(pid)])
+            kill(h)
         }
     }
 }
