@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from fcgi_client import base_params, fcgi_request
 from stack import REPO, SOCKET_GROUP, Stack, ensure_socket_group, mint_token
 from test_auth import bearer, claims, jwt, own_edge, assert_unauthorized, INVALID
 
@@ -189,54 +190,6 @@ def test_legal_paths_still_work(stack):
 
 
 # ---- straight to the sockets ------------------------------------------------------------------
-
-def fcgi_request(sock_path: str, params: dict, body: bytes = b"") -> tuple[int, dict, bytes]:
-    """One FastCGI responder request (role 1, request id 1); returns (status, headers, body)."""
-    def record(rtype: int, content: bytes) -> bytes:
-        pad = (8 - len(content) % 8) % 8
-        return struct.pack(">BBHHBx", 1, rtype, 1, len(content), pad) + content + b"\0" * pad
-
-    def nv(name: bytes, value: bytes) -> bytes:
-        def length(n: int) -> bytes:
-            return bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
-        return length(len(name)) + length(len(value)) + name + value
-
-    pairs = b"".join(nv(k.encode(), v.encode()) for k, v in params.items())
-    msg = record(1, struct.pack(">HB5x", 1, 0)) + record(4, pairs) + record(4, b"")
-    if body:
-        msg += record(5, body)
-    msg += record(5, b"")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(30)
-        s.connect(sock_path)
-        s.sendall(msg)
-        out, buf = b"", b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        done = False
-        while len(buf) >= 8 and not done:
-            _, rtype, _, clen, plen = struct.unpack(">BBHHBx", buf[:8])
-            content = buf[8:8 + clen]
-            buf = buf[8 + clen + plen:]
-            if rtype == 6:
-                out += content
-            elif rtype == 3:
-                done = True
-    head, _, payload = out.partition(b"\r\n\r\n")
-    headers = {}
-    for line in head.decode().split("\r\n"):
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    return int(headers.get("status", "200").split()[0]), headers, payload
-
-
-def base_params(path: str, method: str = "GET") -> dict:
-    return {"REQUEST_METHOD": method, "REQUEST_URI": path, "DOCUMENT_URI": path, "QUERY_STRING": "",
-            "CONTENT_LENGTH": "0", "SERVER_PROTOCOL": "HTTP/1.1"}
-
 
 def test_fastcgi_socket_without_subject_is_401(stack):
     sock = str(stack.run_dir / "fcgi-0.sock")

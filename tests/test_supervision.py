@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from stack import Stack
+from fcgi_client import fcgi_get
 
 
 @pytest.fixture(scope="module")
@@ -36,44 +37,6 @@ def sst():
 @pytest.fixture(scope="module")
 def sauth(sst):
     return {"Authorization": f"Bearer {sst.token('tester')}"}
-
-
-# -- a minimal FastCGI client, to ask one worker directly (not through nginx's balancing)
-def _record(kind: int, content: bytes, req_id: int = 1) -> bytes:
-    return struct.pack(">BBHHBx", 1, kind, req_id, len(content), 0) + content
-
-
-def _nv(name: str, value: str) -> bytes:
-    def ln(n: int) -> bytes:
-        return bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
-    return ln(len(name)) + ln(len(value)) + name.encode() + value.encode()
-
-
-def fcgi_get(sock_path, uri: str, timeout: float = 2.0) -> bytes:
-    """GET `uri` from the FastCGI responder on `sock_path`; returns its stdout (headers + body)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(sock_path))
-        params = b"".join(_nv(k, v) for k, v in {
-            "REQUEST_METHOD": "GET", "REQUEST_URI": uri, "DOCUMENT_URI": uri, "QUERY_STRING": "",
-            "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "", "GATEWAY_INTERFACE": "CGI/1.1"}.items())
-        s.sendall(_record(1, struct.pack(">HB5x", 1, 0)) + _record(4, params) + _record(4, b"") + _record(5, b""))
-        out, buf = b"", b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            while len(buf) >= 8:
-                _, kind, _, clen, plen = struct.unpack(">BBHHB", buf[:7])
-                if len(buf) < 8 + clen + plen:
-                    break
-                body, buf = buf[8:8 + clen], buf[8 + clen + plen:]
-                if kind == 6:
-                    out += body
-                elif kind == 3:
-                    return out
-        return out
 
 
 def wait_worker_back(st, name: str, old_pid: int, timeout: float) -> tuple[float, int]:

@@ -102,11 +102,3 @@ enum Spawner {
     }
 }
 
-/// `kill(2)` under a name that `CHProcess.kill()`/`signal(_:)` and `RunningVM.kill()` do not shadow.
-func osKill(_ pid: pid_t, _ signal: Int32) -> Int32 {
-    #if canImport(Glibc)
-    return Glibc.kill(pid, signal)
-    #else
-    return Musl.kill(pid, signal)
-    #endif
-}

@@ -185,7 +185,7 @@ public final class CHProcess: Sendable {
         exit.withLock { state in
             Self.refresh(&state, pid: pid, isChild: isChild, handle: handle)
             guard state == .running, handle.exists else { return }
-            if getpgid(pid) == pid { _ = osKill(-pid, signal) }
+            if getpgid(pid) == pid { _ = sysKill(-pid, signal) }
             handle.send(signal)
         }
     }

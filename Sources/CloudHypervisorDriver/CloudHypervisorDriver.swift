@@ -110,7 +110,7 @@ public struct CloudHypervisorDriver: HypervisorDriver {
     /// Re-attaches when `pid` is alive, the VMM on `<runDir>/ch.sock` answers `vmm.ping` (with
     /// that pid, when it reports one) and `pid` is proven to be that VMM (`CHProcess.adopt`).
     public func attach(_ spec: VMSpec, pid: Int32) -> (any RunningVM)? {
-        guard pid > 0, osKill(pid, 0) == 0 || errno == EPERM else { return nil }
+        guard pid > 0, sysKill(pid, 0) == 0 || errno == EPERM else { return nil }
         let socket = CHConfig.apiSocketPath(runDir: spec.runDir)
         let client = makeClient(socket)
         var quick = client

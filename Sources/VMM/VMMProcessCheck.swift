@@ -168,8 +168,8 @@ public final class VMMProcessHandle: Sendable {
     }
 }
 
-/// `kill(2)` under a name `VMMProcessHandle` does not shadow.
-func sysKill(_ pid: pid_t, _ signal: Int32) -> Int32 {
+/// `kill(2)` under a name that the drivers' `kill()`/`signal(_:)` methods do not shadow.
+public func sysKill(_ pid: pid_t, _ signal: Int32) -> Int32 {
     #if canImport(Glibc)
     return Glibc.kill(pid, signal)
     #else

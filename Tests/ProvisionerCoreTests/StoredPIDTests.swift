@@ -16,7 +16,19 @@ final class TestProcess {
         var pid: pid_t = 0
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for p in cArgs { free(p) } }
-        let rc = posix_spawn(&pid, argv[0], nil, nil, &cArgs, environ)
+        // Its own process group (so `stop` also ends what a shell started) and no inherited
+        // stdout/stderr (a leftover child holding swift-test's pipe would stall the whole run).
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attr, 0)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let rc = posix_spawn(&pid, argv[0], &actions, &attr, &cArgs, environ)
         guard rc == 0 else { throw VMMError.process("posix_spawn \(argv[0]): \(rc)") }
         self.pid = pid
         // Until exec has happened /proc shows the parent's command line.
@@ -37,8 +49,11 @@ final class TestProcess {
         return true
     }
 
+    deinit { stop() }
+
     func stop() {
         guard !reaped else { return }
+        kill(-pid, SIGKILL)   // the group: a shell's children too
         if kill(pid, SIGKILL) == 0 || errno != ESRCH {
             var status: Int32 = 0
             _ = waitpid(pid, &status, 0)
